@@ -1,0 +1,271 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod geometry;
+mod records;
+mod writer;
+
+pub use geometry::{TileGeometry, line_utilization};
+pub use records::{
+    ALIGN, BYTE_ORDER_MARK, CONFIG_OFFSET, Header, MAGIC, ModelConfig, NAME_LEN, NONE_ID,
+    TABLE_OFFSET, TensorRecord, VERSION, align_up,
+};
+pub use writer::{TensorData, TvlWriter};
+
+/// Element type of a tensor. The numeric value is what the tensor record stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum DType {
+    /// IEEE 754 binary32.
+    F32 = 0,
+    /// IEEE 754 binary16.
+    F16 = 1,
+    /// Unsigned byte (token strings, token types, templates).
+    U8 = 2,
+    /// Unsigned 32-bit integer (string offsets).
+    U32 = 3,
+}
+
+impl DType {
+    /// Decode a record's `dtype` field.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => Self::F32,
+            1 => Self::F16,
+            2 => Self::U8,
+            3 => Self::U32,
+            _ => return None,
+        })
+    }
+
+    /// Bytes of one element.
+    pub fn size(self) -> usize {
+        match self {
+            Self::F32 | Self::U32 => 4,
+            Self::F16 => 2,
+            Self::U8 => 1,
+        }
+    }
+
+    /// Elements of one 128-byte chunk of the row-tiled layout.
+    pub fn chunk_elems(self) -> usize {
+        ALIGN / self.size()
+    }
+
+    /// Whether a weight matrix of this dtype may use the row-tiled layout.
+    pub fn is_float(self) -> bool {
+        matches!(self, Self::F32 | Self::F16)
+    }
+
+    /// Lower-case name used by tools (`f32`, `f16`, `u8`, `u32`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::U8 => "u8",
+            Self::U32 => "u32",
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a tensor's elements are ordered in its byte range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Layout {
+    /// Row-major, last dimension contiguous, no padding inside.
+    Plain = 0,
+    /// Row-interleaved tiles of `tile_rows` rows cut into 128-byte column chunks
+    /// (see [`TileGeometry`]); only for 2-D float matrices.
+    RowTiled = 1,
+}
+
+impl Layout {
+    /// Decode a record's `layout` field.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Plain),
+            1 => Some(Self::RowTiled),
+            _ => None,
+        }
+    }
+
+    /// Lower-case name used by tools (`plain`, `row_tiled`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::RowTiled => "row_tiled",
+        }
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Rotary embedding pairing convention recorded in [`ModelConfig::rope_style`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum RopeStyle {
+    /// Rotate adjacent pairs (2i, 2i+1): llama.cpp's "normal" rope on GGUF weights.
+    Interleaved = 0,
+    /// Rotate (i, i + head_dim/2): the NeoX / Hugging Face half-split pairing.
+    HalfSplit = 1,
+}
+
+impl RopeStyle {
+    /// Decode the config field.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Interleaved),
+            1 => Some(Self::HalfSplit),
+            _ => None,
+        }
+    }
+}
+
+/// Tokenizer algorithm recorded in [`ModelConfig::tokenizer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum TokenizerKind {
+    /// No tokenizer tables in the file.
+    None = 0,
+    /// Byte-level BPE (GPT-2 byte mapping, merges by rank).
+    ByteLevelBpe = 1,
+    /// SentencePiece-style BPE: merges chosen by token score, `<0xXX>` byte fallback.
+    SentencePiece = 2,
+}
+
+impl TokenizerKind {
+    /// Decode the config field.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::None),
+            1 => Some(Self::ByteLevelBpe),
+            2 => Some(Self::SentencePiece),
+            _ => None,
+        }
+    }
+}
+
+/// Pre-tokenizer recorded in [`ModelConfig::pretokenizer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum PreTokenizer {
+    /// The GPT-2 regex split.
+    Gpt2 = 0,
+    /// SmolLM: every digit split off on its own, then the GPT-2 split.
+    SmolLm = 1,
+}
+
+impl PreTokenizer {
+    /// Decode the config field.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Gpt2),
+            1 => Some(Self::SmolLm),
+            _ => None,
+        }
+    }
+}
+
+/// Well-known tensor names for tokenizer tables and templates (weights use GGUF's names).
+pub mod names {
+    /// U8: all token strings concatenated.
+    pub const TOKENS: &str = "tokenizer.tokens";
+    /// U32 `[vocab + 1]`: start of token i is `offsets[i]`, its end `offsets[i + 1]`.
+    pub const TOKEN_OFFSETS: &str = "tokenizer.token_offsets";
+    /// F32 `[vocab]`: token scores (SentencePiece-style tokenizers).
+    pub const SCORES: &str = "tokenizer.scores";
+    /// U8 `[vocab]`: token types (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte).
+    pub const TOKEN_TYPES: &str = "tokenizer.token_types";
+    /// U8: all merge strings (`"a b"`) concatenated, in rank order.
+    pub const MERGES: &str = "tokenizer.merges";
+    /// U32 `[merges + 1]`: offsets into [`MERGES`].
+    pub const MERGE_OFFSETS: &str = "tokenizer.merge_offsets";
+    /// U8: the chat template (Jinja source, UTF-8).
+    pub const CHAT_TEMPLATE: &str = "tokenizer.chat_template";
+}
+
+/// Errors of the writer and of the layout arithmetic.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// A tensor name is empty, longer than [`NAME_LEN`] - 1 bytes, or contains NUL.
+    #[error("tensor name {0:?} is empty, longer than 63 bytes or contains NUL")]
+    BadName(String),
+    /// Two tensors share a name.
+    #[error("duplicate tensor name {0:?}")]
+    DuplicateName(String),
+    /// Shape has no dimensions or more than four.
+    #[error("tensor {name:?}: {ndim} dimensions (1 to 4 allowed)")]
+    BadRank {
+        /// Tensor name.
+        name: String,
+        /// Number of dimensions given.
+        ndim: usize,
+    },
+    /// A dimension does not fit in u32, or the element count or byte size overflows.
+    #[error("tensor {0:?}: shape too large (a dimension exceeds u32 or the size overflows)")]
+    ShapeOverflow(String),
+    /// The data length does not match the shape.
+    #[error("tensor {name:?}: data holds {got} bytes, shape and dtype need {want}")]
+    DataSize {
+        /// Tensor name.
+        name: String,
+        /// Bytes expected.
+        want: usize,
+        /// Bytes given.
+        got: usize,
+    },
+    /// The layout cannot hold this tensor (row-tiled needs a 2-D float matrix and tile_rows >= 1).
+    #[error(
+        "tensor {name:?}: layout {layout} not allowed for dtype {dtype} with {ndim} dims and tile_rows {tile_rows}"
+    )]
+    BadLayout {
+        /// Tensor name.
+        name: String,
+        /// Layout asked for.
+        layout: Layout,
+        /// Dtype of the tensor.
+        dtype: DType,
+        /// Number of dimensions.
+        ndim: usize,
+        /// Tile rows asked for.
+        tile_rows: usize,
+    },
+    /// The table would hold more tensors than a u32 counts.
+    #[error("too many tensors: {0}")]
+    TooManyTensors(usize),
+    /// Writing failed.
+    #[error("i/o error while writing: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Bytes a tensor occupies in the data section, layout padding included (but not the
+/// padding that aligns the next tensor). `None` on overflow or an invalid combination.
+pub fn tensor_nbytes(
+    dtype: DType,
+    layout: Layout,
+    shape: &[usize],
+    tile_rows: usize,
+) -> Option<usize> {
+    match layout {
+        Layout::Plain => shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))?
+            .checked_mul(dtype.size()),
+        Layout::RowTiled => {
+            if shape.len() != 2 || !dtype.is_float() || tile_rows == 0 {
+                return None;
+            }
+            TileGeometry::new(shape[0], shape[1], tile_rows, dtype)?.nbytes()
+        }
+    }
+}

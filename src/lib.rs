@@ -1,0 +1,1 @@
+//! VTC workspace root: examples and benches live here.
