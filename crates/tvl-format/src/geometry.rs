@@ -38,6 +38,12 @@ impl TileGeometry {
             elem_size: dtype.size(),
         };
         g.nbytes()?;
+        // One tile must be addressable too (it can overflow when rows == 0).
+        g.cols
+            .div_ceil(g.chunk)
+            .checked_mul(g.chunk)?
+            .checked_mul(tile_rows)?
+            .checked_mul(g.elem_size)?;
         Some(g)
     }
 

@@ -200,7 +200,10 @@ impl TvlWriter {
             let mut rec = t.record;
             rec.offset = pos as u64;
             records.push(rec);
-            pos = align_up(pos + rec.nbytes as usize, ALIGN).ok_or_else(overflow)?;
+            pos = pos
+                .checked_add(rec.nbytes as usize)
+                .and_then(|n| align_up(n, ALIGN))
+                .ok_or_else(overflow)?;
         }
         let header = Header {
             magic: MAGIC,

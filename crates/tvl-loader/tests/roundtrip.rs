@@ -1,0 +1,252 @@
+//! Property: any set of tensors written by `TvlWriter` opens again (from memory and
+//! from a file) with equal elements, 128-aligned offsets and aligned slices; row-tiled
+//! tensors hold each element at `TileGeometry::index` and zeros in their padding.
+
+use half::f16;
+use proptest::prelude::*;
+use tvl_format::{ALIGN, DType, Layout, ModelConfig, TensorData, TvlWriter, tensor_nbytes};
+use tvl_loader::{TensorView, TvlFile};
+
+#[derive(Clone, Debug)]
+struct Spec {
+    name: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// Row-tiled with this many rows per tile (only used for 2-D float tensors).
+    tile_rows: Option<usize>,
+    seed: u64,
+}
+
+impl Spec {
+    fn layout(&self) -> (Layout, usize) {
+        match self.tile_rows {
+            Some(r) if self.shape.len() == 2 && self.dtype.is_float() => (Layout::RowTiled, r),
+            _ => (Layout::Plain, 0),
+        }
+    }
+
+    fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Deterministic pseudo-random elements (any bit pattern, NaNs included).
+    fn data(&self) -> TensorData {
+        let mut s = self.seed;
+        let mut next = move || {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let n = self.numel();
+        match self.dtype {
+            DType::F32 => TensorData::F32((0..n).map(|_| f32::from_bits(next() as u32)).collect()),
+            DType::F16 => TensorData::F16((0..n).map(|_| f16::from_bits(next() as u16)).collect()),
+            DType::U8 => TensorData::U8((0..n).map(|_| next() as u8).collect()),
+            DType::U32 => TensorData::U32((0..n).map(|_| next() as u32).collect()),
+        }
+    }
+}
+
+fn dim() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(0usize),
+        Just(1),
+        Just(31),
+        Just(33),
+        Just(127),
+        1usize..=40
+    ]
+}
+
+fn spec() -> impl Strategy<Value = Spec> {
+    let shape = prop_oneof![
+        3 => proptest::collection::vec(dim(), 1..=2),
+        1 => proptest::collection::vec(0usize..=5, 3..=4),
+    ];
+    let dtype = prop::sample::select(vec![DType::F32, DType::F16, DType::U8, DType::U32]);
+    (
+        "[a-zA-Z0-9_.é漢]{0,12}",
+        dtype,
+        shape,
+        proptest::option::weighted(0.6, 1usize..=8),
+        any::<u64>(),
+    )
+        .prop_map(|(name, dtype, shape, tile_rows, seed)| Spec {
+            name,
+            dtype,
+            shape,
+            tile_rows,
+            seed,
+        })
+}
+
+fn specs() -> impl Strategy<Value = Vec<Spec>> {
+    proptest::collection::vec(spec(), 0..8).prop_map(|mut v| {
+        // Unique names: prefix the position.
+        for (i, s) in v.iter_mut().enumerate() {
+            s.name = format!("{i}.{}", s.name);
+        }
+        v
+    })
+}
+
+fn write(specs: &[Spec]) -> Vec<u8> {
+    let mut w = TvlWriter::new(ModelConfig {
+        arch: 1,
+        dim: 7,
+        rope_theta: 10000.0,
+        ..ModelConfig::default()
+    });
+    for s in specs {
+        let (layout, tile_rows) = s.layout();
+        w.add(&s.name, &s.shape, layout, tile_rows, s.data())
+            .unwrap();
+    }
+    let mut out = Vec::new();
+    let n = w.write_to(&mut out).unwrap();
+    assert_eq!(n as usize, out.len());
+    out
+}
+
+fn check_view(s: &Spec, t: TensorView<'_>) -> Result<(), TestCaseError> {
+    let (layout, tile_rows) = s.layout();
+    prop_assert_eq!(t.name(), s.name.as_str());
+    prop_assert_eq!(t.dtype(), s.dtype);
+    prop_assert_eq!(t.layout(), layout);
+    prop_assert_eq!(t.tile_rows(), tile_rows);
+    prop_assert_eq!(t.shape(), s.shape.as_slice());
+    prop_assert_eq!(t.numel(), s.numel());
+    prop_assert_eq!(
+        Some(t.nbytes()),
+        tensor_nbytes(s.dtype, layout, &s.shape, tile_rows)
+    );
+    prop_assert_eq!(t.offset() % ALIGN as u64, 0);
+    prop_assert_eq!(t.bytes().as_ptr() as usize % ALIGN, 0);
+
+    // The typed accessor of its dtype works and covers exactly the bytes.
+    let es = s.dtype.size();
+    let typed_len = match s.dtype {
+        DType::F32 => t.as_f32().map(<[f32]>::len),
+        DType::F16 => t.as_f16().map(<[f16]>::len),
+        DType::U8 => t.as_u8().map(<[u8]>::len),
+        DType::U32 => t.as_u32().map(<[u32]>::len),
+    };
+    prop_assert_eq!(typed_len.ok(), Some(t.nbytes() / es));
+
+    let data = s.data();
+    let logical = data.as_bytes();
+    match t.geometry() {
+        None => {
+            prop_assert_eq!(layout, Layout::Plain);
+            prop_assert_eq!(t.bytes(), logical);
+            prop_assert_eq!(
+                t.line_utilization(),
+                tvl_format::line_utilization(t.nbytes())
+            );
+        }
+        Some(g) => {
+            prop_assert_eq!(layout, Layout::RowTiled);
+            let (rows, cols) = (s.shape[0], s.shape[1]);
+            let mut used = vec![false; t.nbytes() / es];
+            for r in 0..rows {
+                for c in 0..cols {
+                    let i = g.index(r, c);
+                    let l = r * cols + c;
+                    prop_assert_eq!(
+                        &t.bytes()[i * es..(i + 1) * es],
+                        &logical[l * es..(l + 1) * es]
+                    );
+                    used[i] = true;
+                }
+            }
+            for (i, _) in used.iter().enumerate().filter(|(_, u)| !**u) {
+                prop_assert!(
+                    t.bytes()[i * es..(i + 1) * es].iter().all(|&b| b == 0),
+                    "padding element {} of {} is not zero",
+                    i,
+                    s.name
+                );
+            }
+            prop_assert_eq!(t.line_utilization(), g.line_utilization());
+        }
+    }
+    Ok(())
+}
+
+fn check_file(specs: &[Spec], bytes: &[u8], file: &TvlFile) -> Result<(), TestCaseError> {
+    prop_assert_eq!(file.len(), specs.len());
+    prop_assert_eq!(file.is_empty(), specs.is_empty());
+    prop_assert_eq!(file.file_len(), bytes.len() as u64);
+    prop_assert_eq!(file.as_bytes(), bytes);
+    prop_assert_eq!(file.config().dim, 7);
+    prop_assert_eq!(file.header().tensor_count as usize, specs.len());
+    prop_assert_eq!(file.tensors().len(), specs.len());
+    let mut prev_end = file.header().data_offset;
+    for (s, t) in specs.iter().zip(file.tensors()) {
+        check_view(s, t)?;
+        let by_name = file.get(&s.name).expect("get by name");
+        prop_assert_eq!(by_name.index(), t.index());
+        prop_assert_eq!(file.tensor_at(t.index()).map(|v| v.name()), Some(t.name()));
+        prop_assert_eq!(t.ndim(), s.shape.len());
+        prop_assert_eq!(by_name.bytes().as_ptr(), t.bytes().as_ptr());
+        // The gap before each tensor is zero padding.
+        let gap = &bytes[prev_end as usize..t.offset() as usize];
+        prop_assert!(gap.iter().all(|&b| b == 0));
+        prev_end = t.offset() + t.nbytes() as u64;
+    }
+    prop_assert!(bytes[prev_end as usize..].iter().all(|&b| b == 0));
+    prop_assert!(file.tensor_at(specs.len()).is_none());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn written_tensors_read_back_equal(specs in specs()) {
+        let bytes = write(&specs);
+        let file = TvlFile::from_bytes(&bytes).unwrap();
+        check_file(&specs, &bytes, &file)?;
+
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, &bytes).unwrap();
+        let file = TvlFile::open(f.path()).unwrap();
+        check_file(&specs, &bytes, &file)?;
+    }
+}
+
+#[test]
+fn write_file_then_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.tvl");
+    let mut w = TvlWriter::new(ModelConfig::default());
+    let m: Vec<f32> = (0..6 * 40).map(|i| i as f32).collect();
+    w.add_tiled("m", 6, 40, 4, TensorData::F32(m.clone()))
+        .unwrap();
+    w.add_plain("empty", &[0], TensorData::U32(vec![])).unwrap();
+    w.add_plain("after_empty", &[2], TensorData::U32(vec![7, 8]))
+        .unwrap();
+    let n = w.write_file(&path).unwrap();
+    let file = TvlFile::open(&path).unwrap();
+    assert_eq!(file.file_len(), n);
+    let t = file.tensor("m").unwrap();
+    let g = t.geometry().unwrap();
+    let tiled = t.as_f32().unwrap();
+    for r in 0..6 {
+        for c in 0..40 {
+            assert_eq!(tiled[g.index(r, c)], m[r * 40 + c]);
+        }
+    }
+    // An empty tensor occupies no bytes: the next one may start at the same offset.
+    let (e, a) = (
+        file.tensor("empty").unwrap(),
+        file.tensor("after_empty").unwrap(),
+    );
+    assert_eq!(e.nbytes(), 0);
+    assert_eq!(e.offset(), a.offset());
+    assert_eq!(a.as_u32().unwrap(), &[7, 8]);
+    assert!(format!("{file:?}").contains("tensors: 3"));
+    assert!(format!("{t:?}").contains("\"m\""));
+}
