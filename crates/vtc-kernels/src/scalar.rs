@@ -100,7 +100,7 @@ impl Backend for Scalar {
 
     fn rope(&self, x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], style: RopeStyle) {
         assert!(
-            head_dim % 2 == 0 && head_dim > 0,
+            head_dim.is_multiple_of(2) && head_dim > 0,
             "rope: head_dim must be even"
         );
         assert_eq!(x.len() % head_dim, 0, "rope: x length");
