@@ -1,0 +1,78 @@
+//! Everything a forward pass writes: activations and the KV cache, allocated once per
+//! session so the decode loop never allocates.
+
+use crate::Config;
+
+/// Activation buffers and the KV cache of one sequence.
+#[derive(Clone, Debug)]
+pub struct RunState {
+    /// Residual stream, `[dim]`.
+    pub x: Vec<f32>,
+    /// Normalized input of a sub-block, `[dim]`.
+    pub xb: Vec<f32>,
+    /// Concatenated attention heads' output, `[q_dim]`.
+    pub attn_out: Vec<f32>,
+    /// Projection output added back to the residual, `[dim]`.
+    pub proj: Vec<f32>,
+    /// Queries, `[q_dim]`.
+    pub q: Vec<f32>,
+    /// Keys of the current position, `[kv_dim]`.
+    pub k: Vec<f32>,
+    /// Values of the current position, `[kv_dim]`.
+    pub v: Vec<f32>,
+    /// Attention scores of one head, `[max_seq]`.
+    pub att: Vec<f32>,
+    /// Feed-forward gate, `[hidden_dim]`.
+    pub hb: Vec<f32>,
+    /// Feed-forward up projection, `[hidden_dim]`.
+    pub hb2: Vec<f32>,
+    /// RoPE cosines for the current position, `[head_dim / 2]`.
+    pub cos: Vec<f32>,
+    /// RoPE sines for the current position, `[head_dim / 2]`.
+    pub sin: Vec<f32>,
+    /// RoPE inverse frequencies, `theta^(-2i / head_dim)`, `[head_dim / 2]`.
+    pub inv_freq: Vec<f64>,
+    /// Output logits, `[vocab]`.
+    pub logits: Vec<f32>,
+    /// Keys, `[layer][kv_head][position][head_dim]`: one head's keys are contiguous.
+    pub key_cache: Vec<f32>,
+    /// Values, same layout as the keys.
+    pub value_cache: Vec<f32>,
+    /// Positions the cache can hold.
+    pub max_seq: usize,
+}
+
+impl RunState {
+    /// Buffers for `cfg` with room for `max_seq` positions.
+    pub fn new(cfg: &Config, max_seq: usize) -> Self {
+        let hd = cfg.head_dim;
+        let cache = cfg.n_layers * cfg.n_kv_heads * max_seq * hd;
+        Self {
+            x: vec![0.0; cfg.dim],
+            xb: vec![0.0; cfg.dim],
+            attn_out: vec![0.0; cfg.q_dim()],
+            proj: vec![0.0; cfg.dim],
+            q: vec![0.0; cfg.q_dim()],
+            k: vec![0.0; cfg.kv_dim()],
+            v: vec![0.0; cfg.kv_dim()],
+            att: vec![0.0; max_seq],
+            hb: vec![0.0; cfg.hidden_dim],
+            hb2: vec![0.0; cfg.hidden_dim],
+            cos: vec![0.0; hd / 2],
+            sin: vec![0.0; hd / 2],
+            inv_freq: (0..hd / 2)
+                .map(|i| (cfg.rope_theta as f64).powf(-2.0 * i as f64 / hd as f64))
+                .collect(),
+            logits: vec![0.0; cfg.vocab_size],
+            key_cache: vec![0.0; cache],
+            value_cache: vec![0.0; cache],
+            max_seq,
+        }
+    }
+
+    /// Start of the cached keys (or values) of `kv_head` in `layer`.
+    #[inline]
+    pub fn cache_base(&self, cfg: &Config, layer: usize, kv_head: usize) -> usize {
+        (layer * cfg.n_kv_heads + kv_head) * self.max_seq * cfg.head_dim
+    }
+}

