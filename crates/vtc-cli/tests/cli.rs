@@ -1,0 +1,133 @@
+//! The `vtc` binary as a user runs it, on the synthetic GQA model.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn golden() -> PathBuf {
+    let dir = std::env::var_os("VTC_GOLDEN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
+        });
+    assert!(
+        dir.join("README.md").is_file(),
+        "golden files not found at {}",
+        dir.display()
+    );
+    dir
+}
+
+fn vtc(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_vtc"))
+        .args(args)
+        .env_remove("VTC_BACKEND")
+        .output()
+        .expect("running vtc")
+}
+
+fn converted(dtype: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(format!("synthetic.{dtype}.tvl"));
+    let src = golden().join("synthetic-gqa/model.f32.gguf");
+    let o = vtc(&[
+        "convert",
+        src.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--dtype",
+        dtype,
+    ]);
+    assert!(
+        o.status.success(),
+        "convert failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (dir, out)
+}
+
+#[test]
+fn inspect_json_lists_every_tensor_with_full_line_utilization() {
+    let (_dir, model) = converted("f32");
+    let o = vtc(&["inspect", model.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON document");
+    let tensors = doc["tensors"].as_array().unwrap();
+    // 2 layers x 9 + token_embd + output_norm + output + tokenizer tables.
+    assert!(tensors.len() >= 21, "{} tensors", tensors.len());
+    let mut matrices = 0;
+    for t in tensors {
+        for key in [
+            "name",
+            "dtype",
+            "shape",
+            "layout",
+            "offset",
+            "bytes",
+            "line_utilization",
+        ] {
+            assert!(!t[key].is_null(), "tensor entry lacks {key}: {t}");
+        }
+        assert_eq!(t["offset"].as_u64().unwrap() % 128, 0);
+        if t["layout"] == "row_tiled" {
+            matrices += 1;
+            assert_eq!(t["dtype"], "f32");
+            // Rows are multiples of 4; columns pad up to 32 f32 (ffn_down has 176 = 5.5 x 32).
+            let cols = t["shape"][1].as_u64().unwrap() as f64;
+            let want = cols / ((cols / 32.0).ceil() * 32.0);
+            assert_eq!(t["line_utilization"].as_f64().unwrap(), want, "{t}");
+        }
+    }
+    assert_eq!(matrices, 2 * 7 + 2);
+    assert_eq!(doc["config"]["n_kv_heads"], 2);
+}
+
+#[test]
+fn run_prints_only_the_generated_text_and_is_reproducible() {
+    let (_dir, model) = converted("f16");
+    let m = model.to_str().unwrap();
+    let args = [
+        "run",
+        "--model",
+        m,
+        "-n",
+        "12",
+        "--temp",
+        "0.9",
+        "--seed",
+        "7",
+        "--ignore-eos",
+        "hello",
+    ];
+    let a = vtc(&args);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let b = vtc(&args);
+    assert_eq!(a.stdout, b.stdout, "same seed, same text");
+    let stderr = String::from_utf8_lossy(&a.stderr);
+    assert!(
+        stderr.contains("tok/s") && stderr.contains("backend scalar"),
+        "{stderr}"
+    );
+    // stdout is exactly the continuation: 12 byte-level tokens decode to <= 12 bytes
+    // (invalid UTF-8 bytes come out as U+FFFD) and never echo the prompt.
+    let out = String::from_utf8(a.stdout).expect("stdout is UTF-8");
+    assert!(!out.is_empty() && out.chars().count() <= 12, "{out:?}");
+}
+
+#[test]
+fn errors_are_reported_not_panics() {
+    let o = vtc(&["inspect", "/nonexistent/model.tvl"]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("vtc: error"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    let (_dir, model) = converted("f32");
+    let o = vtc(&[
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--backend",
+        "nope",
+        "x",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown backend"));
+}
