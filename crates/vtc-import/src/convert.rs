@@ -582,6 +582,38 @@ pub fn expected_tensors(c: &ModelConfig) -> impl Iterator<Item = (String, Vec<u6
     globals.into_iter().chain(layers)
 }
 
+/// Sort key putting a Llama model's tensors in forward-pass order: the embedding, each
+/// block's tensors in the order they are used, the final norm and output head, then
+/// anything else in its original order (the sort is stable).
+fn forward_order(name: &str) -> (u8, u64, u8) {
+    const BLOCK: [&str; 9] = [
+        "attn_norm",
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_norm",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
+    ];
+    match name {
+        "token_embd.weight" => return (0, 0, 0),
+        "output_norm.weight" => return (2, 0, 0),
+        "output.weight" => return (3, 0, 0),
+        _ => {}
+    }
+    let block = name
+        .strip_prefix("blk.")
+        .and_then(|r| r.strip_suffix(".weight"))
+        .and_then(|r| r.split_once('.'))
+        .and_then(|(l, t)| Some((l.parse::<u64>().ok()?, BLOCK.iter().position(|b| *b == t)?)));
+    match block {
+        Some((layer, i)) => (1, layer, i as u8),
+        None => (4, 0, 0),
+    }
+}
+
 fn check_tensors(g: &GgufFile, c: &ModelConfig) -> Result<(), ImportError> {
     for (name, shape, required) in expected_tensors(c) {
         match g.tensor(&name) {
@@ -789,7 +821,11 @@ pub fn convert(
     let mut rounded_tensors = Vec::new();
     let total = g.tensors().len();
     progress(0, total);
-    for (i, t) in g.tensors().iter().enumerate() {
+    // Write weights in the order the forward pass reads them, so one token streams the
+    // file front to back (GGUF files list a layer's tensors alphabetically).
+    let mut order: Vec<&TensorInfo> = g.tensors().iter().collect();
+    order.sort_by_key(|t| forward_order(&t.name));
+    for (i, t) in order.into_iter().enumerate() {
         if !add_tensor(g, t, opts, &mut writer)? {
             rounded_tensors.push(t.name.clone());
         }
@@ -891,4 +927,39 @@ pub(crate) fn write_atomically(
         let _ = d.sync_all();
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forward_order;
+
+    #[test]
+    fn tensors_sort_into_forward_pass_order() {
+        let mut names = vec![
+            "blk.10.attn_q.weight",
+            "output.weight",
+            "blk.1.ffn_down.weight",
+            "extra.bias",
+            "blk.1.attn_norm.weight",
+            "output_norm.weight",
+            "blk.1.attn_k.weight",
+            "token_embd.weight",
+            "blk.2.ffn_gate.weight",
+        ];
+        names.sort_by_key(|n| forward_order(n));
+        assert_eq!(
+            names,
+            [
+                "token_embd.weight",
+                "blk.1.attn_norm.weight",
+                "blk.1.attn_k.weight",
+                "blk.1.ffn_down.weight",
+                "blk.2.ffn_gate.weight",
+                "blk.10.attn_q.weight",
+                "output_norm.weight",
+                "output.weight",
+                "extra.bias",
+            ]
+        );
+    }
 }
