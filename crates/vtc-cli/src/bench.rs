@@ -1,0 +1,216 @@
+//! `vtc bench`: llama-bench's workloads (pp = a prompt of P tokens, tg = N tokens
+//! generated one at a time, each from an empty cache) per backend, read against the
+//! memory bandwidth measured in the same run.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde_json::json;
+use tvl_loader::TvlFile;
+use vtc_kernels::Backend;
+use vtc_model::{Model, Session, argmax};
+
+use crate::BoxError;
+use crate::probe;
+
+/// What to measure.
+pub struct BenchArgs {
+    /// Model path (`None` = the default model).
+    pub model: Option<PathBuf>,
+    /// Prompt lengths (pp tests).
+    pub prompts: Vec<usize>,
+    /// Generated lengths (tg tests).
+    pub gens: Vec<usize>,
+    /// Backend names (`None` = the selected default).
+    pub backends: Vec<String>,
+    /// Repetitions of each test (the best is reported).
+    pub reps: usize,
+    /// One JSON object per line instead of a table.
+    pub json: bool,
+}
+
+struct Row {
+    test: String,
+    backend: &'static str,
+    tok_s: f64,
+    median_ms: f64,
+    max_ms: f64,
+}
+
+pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
+    let path = match args.model {
+        Some(p) => p,
+        None => crate::default_model()?,
+    };
+    let t0 = Instant::now();
+    let file = TvlFile::open(&path)?;
+    let model = Model::load(&file)?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let bytes_per_token = model.weight_bytes_per_token();
+    let backends: Vec<&'static dyn Backend> = if args.backends.is_empty() {
+        vec![vtc_kernels::select(None)?]
+    } else {
+        args.backends
+            .iter()
+            .map(|b| vtc_kernels::select(Some(b)))
+            .collect::<Result<_, _>>()?
+    };
+    let longest = args
+        .prompts
+        .iter()
+        .chain(&args.gens)
+        .copied()
+        .max()
+        .unwrap_or(1);
+    let ctx = model.config().context_len;
+    if longest > ctx {
+        return Err(format!("a test needs {longest} positions; the model holds {ctx}").into());
+    }
+    // Time to first token: first forward pass on a fresh session, cold caches aside
+    // (the mapping's pages may already be resident).
+    let t1 = Instant::now();
+    {
+        let mut s = Session::new(&model, backends[0], 1)?;
+        s.forward(first_token(&model))?;
+    }
+    let first_token_ms = t1.elapsed().as_secs_f64() * 1e3;
+    eprintln!(
+        "vtc bench: {} ({:.1} MB of weights per token), load {load_ms:.1} ms, first token {first_token_ms:.1} ms",
+        path.display(),
+        bytes_per_token as f64 / 1e6
+    );
+    let bw = probe::read_bandwidth();
+    eprintln!(
+        "vtc bench: sequential read bandwidth {:.2} GB/s (1 thread)",
+        bw / 1e9
+    );
+    let limit = bw / bytes_per_token as f64;
+
+    let mut rows = Vec::new();
+    for &be in &backends {
+        let mut session = Session::new(&model, be, longest.max(1))?;
+        for &p in &args.prompts {
+            let mut best: Option<Row> = None;
+            for _ in 0..args.reps.max(1) {
+                let r = run_pp(&mut session, p)?;
+                if best.as_ref().is_none_or(|b| r.tok_s > b.tok_s) {
+                    best = Some(r);
+                }
+            }
+            rows.extend(best);
+        }
+        for &n in &args.gens {
+            let mut best: Option<Row> = None;
+            for _ in 0..args.reps.max(1) {
+                let r = run_tg(&mut session, n)?;
+                if best.as_ref().is_none_or(|b| r.tok_s > b.tok_s) {
+                    best = Some(r);
+                }
+            }
+            rows.extend(best);
+        }
+    }
+    // Bandwidth again after the runs: the machine is shared, report both ends.
+    let bw_after = probe::read_bandwidth();
+    for r in &rows {
+        let frac = r.tok_s / limit;
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "model": path.display().to_string(),
+                    "threads": 1,
+                    "test": r.test,
+                    "backend": r.backend,
+                    "tok_s": r.tok_s,
+                    "median_step_ms": r.median_ms,
+                    "max_step_ms": r.max_ms,
+                    "weight_bytes_per_token": bytes_per_token,
+                    "bandwidth_gb_s": bw / 1e9,
+                    "bandwidth_after_gb_s": bw_after / 1e9,
+                    "limit_tok_s": limit,
+                    "fraction_of_limit": frac,
+                    "load_ms": load_ms,
+                    "first_token_ms": first_token_ms,
+                })
+            );
+        } else {
+            println!(
+                "{:<8} {:<7} threads 1  {:>8.2} tok/s  step median {:>7.2} ms max {:>7.2} ms  {:>5.1}% of the bandwidth limit ({:.1} tok/s)",
+                r.backend,
+                r.test,
+                r.tok_s,
+                r.median_ms,
+                r.max_ms,
+                100.0 * frac,
+                limit
+            );
+        }
+    }
+    if !args.json {
+        println!(
+            "bandwidth {:.2} GB/s before, {:.2} GB/s after; weights {:.1} MB/token; load {load_ms:.1} ms; first token {first_token_ms:.1} ms",
+            bw / 1e9,
+            bw_after / 1e9,
+            bytes_per_token as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+fn first_token(model: &Model<'_>) -> u32 {
+    model.tokenizer().bos_id().unwrap_or(0)
+}
+
+/// Deterministic pseudo-random prompt ids.
+fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % vocab as u64) as u32
+        })
+        .collect()
+}
+
+fn stats(test: String, backend: &'static str, mut steps: Vec<f64>) -> Row {
+    let total: f64 = steps.iter().sum();
+    steps.sort_by(f64::total_cmp);
+    Row {
+        tok_s: steps.len() as f64 / total,
+        median_ms: steps.get(steps.len() / 2).copied().unwrap_or(0.0) * 1e3,
+        max_ms: steps.last().copied().unwrap_or(0.0) * 1e3,
+        test,
+        backend,
+    }
+}
+
+fn run_pp<B: Backend>(s: &mut Session<'_, B>, p: usize) -> Result<Row, BoxError> {
+    s.reset();
+    let ids = prompt_ids(p, s.model().config().vocab_size);
+    let t = Instant::now();
+    s.prefill(&ids)?;
+    let secs = t.elapsed().as_secs_f64();
+    Ok(Row {
+        test: format!("pp{p}"),
+        backend: s.backend().name(),
+        tok_s: p as f64 / secs,
+        median_ms: secs / p as f64 * 1e3,
+        max_ms: secs / p as f64 * 1e3,
+    })
+}
+
+fn run_tg<B: Backend>(s: &mut Session<'_, B>, n: usize) -> Result<Row, BoxError> {
+    s.reset();
+    let mut tok = first_token(s.model());
+    let mut steps = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let logits = s.forward(tok)?;
+        tok = argmax(logits);
+        steps.push(t.elapsed().as_secs_f64());
+    }
+    Ok(stats(format!("tg{n}"), s.backend().name(), steps))
+}
