@@ -57,7 +57,7 @@ fn bench_attention(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = common::criterion();
+    config = common::criterion_quick();
     targets = bench_attention
 }
 criterion_main!(benches);

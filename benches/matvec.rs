@@ -48,33 +48,36 @@ fn bench_matvec(c: &mut Criterion) {
     common::bench_read(&mut group, probe.get());
     drop(probe);
 
-    for backend in common::backends() {
-        for dtype in [DType::F32, DType::F16] {
-            for (seed, &(rows, cols)) in SHAPES.iter().enumerate() {
-                let first = Weights::random(rows, cols, TILE_ROWS, dtype, seed as u64);
-                let nbytes = first.matrix().nbytes();
-                let x = common::Rng(99).vec(cols);
-                let mut y = vec![0.0f32; rows];
-                let shape = format!("{rows}x{cols}");
-                let name = |how: &str| format!("{}/{}/{how}", backend.name(), dtype.name());
-                group.throughput(Throughput::Bytes(nbytes as u64));
+    let backends = common::backends();
+    for dtype in [DType::F32, DType::F16] {
+        for (seed, &(rows, cols)) in SHAPES.iter().enumerate() {
+            // The weights are built once per shape and shared by all backends.
+            let first = Weights::random(rows, cols, TILE_ROWS, dtype, seed as u64);
+            let nbytes = first.matrix().nbytes();
+            let copies = if nbytes > CACHE_BYTES {
+                1
+            } else {
+                STREAM_BYTES.div_ceil(nbytes)
+            };
+            let mut all = vec![first];
+            all.extend((1..copies).map(|k| {
+                let seed = (seed * 1000 + k) as u64;
+                Weights::random(rows, cols, TILE_ROWS, dtype, seed)
+            }));
+            let mats: Vec<_> = all.iter().map(Weights::matrix).collect();
+            let x = common::Rng(99).vec(cols);
+            let mut y = vec![0.0f32; rows];
+            let shape = format!("{rows}x{cols}");
+            group.throughput(Throughput::Bytes(nbytes as u64));
 
-                let copies = if nbytes > CACHE_BYTES {
-                    1
-                } else {
-                    STREAM_BYTES.div_ceil(nbytes)
-                };
+            for &backend in &backends {
+                let name = |how: &str| format!("{}/{}/{how}", backend.name(), dtype.name());
                 if copies > 1 {
-                    let m = first.matrix();
+                    let m = &mats[0];
                     group.bench_function(BenchmarkId::new(name("cached"), &shape), |b| {
-                        b.iter(|| backend.matvec(black_box(&m), black_box(&x), black_box(&mut y)))
+                        b.iter(|| backend.matvec(black_box(m), black_box(&x), black_box(&mut y)))
                     });
                 }
-                let mut all = vec![first];
-                all.extend(
-                    (1..copies).map(|k| Weights::random(rows, cols, TILE_ROWS, dtype, k as u64)),
-                );
-                let mats: Vec<_> = all.iter().map(Weights::matrix).collect();
                 let mut next = 0;
                 group.bench_function(BenchmarkId::new(name("streamed"), &shape), |b| {
                     b.iter(|| {

@@ -39,7 +39,7 @@ fn bench_rope(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = common::criterion();
+    config = common::criterion_quick();
     targets = bench_rope
 }
 criterion_main!(benches);

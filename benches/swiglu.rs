@@ -33,7 +33,7 @@ fn bench_swiglu(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = common::criterion();
+    config = common::criterion_quick();
     targets = bench_swiglu
 }
 criterion_main!(benches);

@@ -14,14 +14,21 @@ use half::f16;
 use tvl_format::{DType, TileGeometry};
 use vtc_kernels::{Backend, KNOWN_BACKENDS, KernelError, Matrix, WeightSlice, by_name};
 
-/// Criterion settings shared by all kernel benches: short enough that `cargo bench`
-/// as a whole stays within a few minutes on two cores. Command-line flags
-/// (`--measurement-time`, `--sample-size`, ...) still override these.
+/// Criterion settings for the memory-bound benches (matvec, bandwidth), whose calls
+/// take up to tens of milliseconds: short enough that `cargo bench` as a whole stays
+/// within a few minutes on two cores. Command-line flags (`--measurement-time`,
+/// `--sample-size`, ...) still override these.
 pub fn criterion() -> Criterion {
     Criterion::default()
         .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
+        .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2))
+}
+
+/// Settings for the small kernels (nanoseconds to microseconds per call): one second
+/// already holds hundreds of thousands of calls.
+pub fn criterion_quick() -> Criterion {
+    criterion().measurement_time(Duration::from_secs(1))
 }
 
 /// The backends to measure: only the one named by `VTC_BACKEND` if that is set and
@@ -157,24 +164,8 @@ impl Weights {
     }
 }
 
-/// Bytes the bandwidth probe reads in the kernel groups: far larger than any cache.
-pub const PROBE_BYTES: usize = 256 << 20;
-
-/// Sum `buf` with 32 independent accumulators: enough parallel adds to keep the loads,
-/// not the add latency, the limit, so on a buffer larger than the caches this runs at
-/// the sequential-read bandwidth of one core. The reference point for every kernel.
-#[inline(never)]
-pub fn read_sum(buf: &[f32]) -> f32 {
-    const ACC: usize = 32;
-    let mut acc = [0.0f32; ACC];
-    let mut chunks = buf.chunks_exact(ACC);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += v;
-        }
-    }
-    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
-}
+#[allow(unused_imports)]
+pub use vtc_kernels::probe::{PROBE_BYTES, read_sum};
 
 /// A probe buffer of `bytes` bytes, 128-byte aligned, with every page written (a
 /// zero-filled fresh allocation could map every page to one shared zero page and

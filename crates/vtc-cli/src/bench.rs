@@ -11,7 +11,7 @@ use vtc_kernels::Backend;
 use vtc_model::{Model, Session, argmax};
 
 use crate::BoxError;
-use crate::probe;
+use vtc_kernels::probe;
 
 /// What to measure.
 pub struct BenchArgs {

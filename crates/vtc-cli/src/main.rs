@@ -2,7 +2,6 @@
 
 mod bench;
 mod inspect;
-mod probe;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -88,6 +88,8 @@ fn run_prints_only_the_generated_text_and_is_reproducible() {
         "run",
         "--model",
         m,
+        "--backend",
+        "scalar",
         "-n",
         "12",
         "--temp",

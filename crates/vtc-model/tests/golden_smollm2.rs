@@ -6,6 +6,7 @@ mod common;
 
 use tvl_loader::TvlFile;
 use vtc_import::convert::OutDType;
+use vtc_kernels::Backend;
 use vtc_model::{GenerateOptions, Model, SamplerConfig, Session, argmax};
 
 struct Case {
@@ -53,17 +54,14 @@ fn cases() -> Vec<Case> {
         .collect()
 }
 
-#[test]
-fn f32_teacher_forced_logits_and_greedy_match_the_reference() {
-    let file = TvlFile::open(common::smollm2(OutDType::F32)).unwrap();
-    let model = Model::load(&file).unwrap();
-    let cases = cases();
-    assert_eq!(cases.len(), 5);
+/// Teacher-forced logits and greedy generation of `model` on `be` against the reference;
+/// returns the greedy ids of every prompt.
+fn check_backend(model: &Model<'_>, be: &'static dyn Backend, cases: &[Case]) -> Vec<Vec<u32>> {
     let mut worst_top5 = 0.0f64;
     let mut worst_full = 0.0f64;
     for (k, case) in cases.iter().enumerate() {
         let n = case.prompt_ids.len() + case.gen_ids.len();
-        let mut s = Session::new(&model, vtc_kernels::Scalar, n).unwrap();
+        let mut s = Session::new(model, be, n).unwrap();
         let mut logits = s.prefill(&case.prompt_ids).unwrap().to_vec();
         // The full first-token distribution.
         let first =
@@ -93,19 +91,21 @@ fn f32_teacher_forced_logits_and_greedy_match_the_reference() {
         }
     }
     eprintln!(
-        "smollm2 f32 teacher-forced: max |logit error| top-5 {worst_top5:.3e}, full first-token vector {worst_full:.3e}"
+        "smollm2 f32 on {}: teacher-forced max |logit error| top-5 {worst_top5:.3e}, full first-token vector {worst_full:.3e}",
+        be.name()
     );
     assert!(worst_full < 1e-2, "first-token logits error {worst_full}");
 
     // Greedy generation reproduces the reference ids up to the first step whose margin is
     // below 0.05.
+    let mut all = Vec::new();
     for (k, case) in cases.iter().enumerate() {
         let must = case
             .steps
             .iter()
             .position(|(_, m)| *m < 0.05)
             .unwrap_or(case.gen_ids.len());
-        let mut s = Session::new(&model, vtc_kernels::Scalar, case.prompt_ids.len() + 32).unwrap();
+        let mut s = Session::new(model, be, case.prompt_ids.len() + 32).unwrap();
         let opts = GenerateOptions {
             max_tokens: 32,
             sampler: SamplerConfig {
@@ -126,12 +126,35 @@ fn f32_teacher_forced_logits_and_greedy_match_the_reference() {
             "prompt {k}: greedy ids diverge before step {must}"
         );
         eprintln!(
-            "prompt {k}: greedy matches {} / 32 ids (required {must})",
+            "{} prompt {k}: greedy matches {} / 32 ids (required {must})",
+            be.name(),
             got.iter()
                 .zip(&case.gen_ids)
                 .take_while(|(a, b)| a == b)
                 .count()
         );
+        all.push(got);
+    }
+    all
+}
+
+#[test]
+fn f32_teacher_forced_logits_and_greedy_match_the_reference_on_every_backend() {
+    let file = TvlFile::open(common::smollm2(OutDType::F32)).unwrap();
+    let model = Model::load(&file).unwrap();
+    let cases = cases();
+    assert_eq!(cases.len(), 5);
+    let scalar = check_backend(&model, &vtc_kernels::Scalar, &cases);
+    for be in vtc_kernels::available() {
+        if be.name() != "scalar" {
+            let got = check_backend(&model, be, &cases);
+            assert_eq!(
+                got,
+                scalar,
+                "greedy ids on {} differ from scalar",
+                be.name()
+            );
+        }
     }
 }
 

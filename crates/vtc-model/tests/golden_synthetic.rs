@@ -5,10 +5,18 @@ mod common;
 
 use tvl_loader::TvlFile;
 use vtc_import::convert::OutDType;
+use vtc_kernels::Backend;
 use vtc_model::{Model, Session};
 
-fn max_err(model: &Model<'_>, tokens: &[u32], reference: &[Vec<f64>]) -> f64 {
-    let mut s = Session::new(model, vtc_kernels::Scalar, tokens.len()).unwrap();
+/// Every backend this CPU runs (scalar, avx2, avx512 or neon).
+fn backends() -> Vec<&'static dyn Backend> {
+    let all = vtc_kernels::available();
+    assert!(all.len() >= 2 || cfg!(not(any(target_arch = "x86_64", target_arch = "aarch64"))));
+    all
+}
+
+fn max_err(model: &Model<'_>, be: &dyn Backend, tokens: &[u32], reference: &[Vec<f64>]) -> f64 {
+    let mut s = Session::new(model, be, tokens.len()).unwrap();
     let mut worst = 0.0f64;
     for (t, &tok) in tokens.iter().enumerate() {
         let logits = s.forward(tok).unwrap();
@@ -44,49 +52,61 @@ fn reference(key: &str) -> (Vec<u32>, Vec<Vec<f64>>) {
 }
 
 #[test]
-fn f32_matches_the_float64_reference() {
+fn synthetic_f32_matches_the_float64_reference_on_every_backend() {
     let file = TvlFile::open(common::synthetic_tvl(OutDType::F32)).unwrap();
     let model = Model::load(&file).unwrap();
     assert_eq!(model.config().n_kv_heads, 2);
     assert!(!model.config().tied_output);
     let (tokens, logits) = reference("logits");
-    let err = max_err(&model, &tokens, &logits);
-    eprintln!("synthetic f32: max |logit error| = {err:.3e}");
-    assert!(err < 1e-4, "max logit error {err}");
-    // The NeoX pairing gives different logits: the test can tell the conventions apart.
     let (_, neox) = reference("logits_neox");
-    assert!(max_err(&model, &tokens, &neox) > 1e-2);
+    for be in backends() {
+        let err = max_err(&model, be, &tokens, &logits);
+        eprintln!(
+            "synthetic f32 on {}: max |logit error| = {err:.3e}",
+            be.name()
+        );
+        assert!(err < 1e-4, "{}: max logit error {err}", be.name());
+        // The NeoX pairing gives different logits: the test tells the conventions apart.
+        assert!(max_err(&model, be, &tokens, &neox) > 1e-2);
+    }
 }
 
 #[test]
-fn f16_is_close_to_the_reference() {
+fn synthetic_f16_is_close_to_the_reference_on_every_backend() {
     let file = TvlFile::open(common::synthetic_tvl(OutDType::F16)).unwrap();
     let model = Model::load(&file).unwrap();
     let (tokens, logits) = reference("logits");
-    let err = max_err(&model, &tokens, &logits);
-    eprintln!("synthetic f16: max |logit error| = {err:.3e}");
-    assert!(err < 2e-2, "max logit error {err}");
+    for be in backends() {
+        let err = max_err(&model, be, &tokens, &logits);
+        eprintln!(
+            "synthetic f16 on {}: max |logit error| = {err:.3e}",
+            be.name()
+        );
+        assert!(err < 2e-2, "{}: max logit error {err}", be.name());
+    }
 }
 
 #[test]
-fn logits_are_bit_identical_across_runs() {
+fn synthetic_logits_are_bit_identical_across_runs() {
     let file = TvlFile::open(common::synthetic_tvl(OutDType::F32)).unwrap();
     let model = Model::load(&file).unwrap();
     let (tokens, _) = reference("logits");
-    let run = || {
-        let mut s = Session::new(&model, vtc_kernels::Scalar, tokens.len()).unwrap();
-        tokens
-            .iter()
-            .map(|&t| s.forward(t).unwrap().to_vec())
-            .collect::<Vec<_>>()
-    };
-    let (a, b) = (run(), run());
-    let bits = |v: &Vec<Vec<f32>>| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
-    assert_eq!(bits(&a), bits(&b));
+    for be in backends() {
+        let run = || {
+            let mut s = Session::new(&model, be, tokens.len()).unwrap();
+            tokens
+                .iter()
+                .map(|&t| s.forward(t).unwrap().to_vec())
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (run(), run());
+        let bits = |v: &Vec<Vec<f32>>| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b), "{}", be.name());
+    }
 }
 
 #[test]
-fn session_limits_are_typed_errors() {
+fn synthetic_session_limits_are_typed_errors() {
     let file = TvlFile::open(common::synthetic_tvl(OutDType::F32)).unwrap();
     let model = Model::load(&file).unwrap();
     let mut s = Session::new(&model, vtc_kernels::Scalar, 2).unwrap();

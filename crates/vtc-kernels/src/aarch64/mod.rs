@@ -1,0 +1,7 @@
+//! aarch64 backend: [`Neon`] (4 lanes). NEON is part of the aarch64 baseline, so it is
+//! chosen at compile time; the file only implements the crate's SIMD trait and
+//! instantiates the generic kernels.
+
+mod neon;
+
+pub use neon::Neon;

@@ -1,0 +1,50 @@
+//! The sequential-read bandwidth probe that kernels and whole decode runs are read
+//! against: the fastest one core can stream memory, so "fraction of the bandwidth
+//! limit" means something. Used by `vtc bench` and the criterion benches.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+/// Bytes [`read_bandwidth`] streams: far larger than any cache.
+pub const PROBE_BYTES: usize = 256 << 20;
+
+/// Sum `buf` with 32 independent accumulators: enough parallel adds that the loads,
+/// not the add latency, are the limit. Compiled for the widest vector unit this CPU
+/// has (AVX2 where present), so the probe is never slower than a kernel.
+pub fn read_sum(buf: &[f32]) -> f32 {
+    crate::arch::read_sum(buf)
+}
+
+/// The portable body of [`read_sum`], inlined into each ISA's entry point.
+#[inline(always)]
+pub(crate) fn read_sum_body(buf: &[f32]) -> f32 {
+    const ACC: usize = 32;
+    let mut acc = [0.0f32; ACC];
+    let mut chunks = buf.chunks_exact(ACC);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// A probe buffer of `bytes` bytes with every page written (a fresh zeroed allocation
+/// could map every page to the shared zero page and read faster than memory).
+pub fn probe_buffer(bytes: usize) -> Vec<f32> {
+    (0..bytes / 4).map(|i| (i % 1021) as f32 * 1e-3).collect()
+}
+
+/// Sequential read bandwidth of one core in bytes per second: the best of 5 passes of
+/// [`read_sum`] over [`PROBE_BYTES`].
+pub fn read_bandwidth() -> f64 {
+    let buf = probe_buffer(PROBE_BYTES);
+    black_box(read_sum(&buf));
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(read_sum(black_box(&buf)));
+            PROBE_BYTES as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
