@@ -35,12 +35,12 @@ pub fn probe_buffer(bytes: usize) -> Vec<f32> {
     (0..bytes / 4).map(|i| (i % 1021) as f32 * 1e-3).collect()
 }
 
-/// Sequential read bandwidth of one core in bytes per second: the best of 5 passes of
+/// Sequential read bandwidth of one core in bytes per second: the best of 10 passes of
 /// [`read_sum`] over [`PROBE_BYTES`].
 pub fn read_bandwidth() -> f64 {
     let buf = probe_buffer(PROBE_BYTES);
     black_box(read_sum(&buf));
-    (0..5)
+    (0..10)
         .map(|_| {
             let t = Instant::now();
             black_box(read_sum(black_box(&buf)));
