@@ -41,10 +41,9 @@
 //! element) at any length.
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use tvl_format::{DType, TileGeometry};
+use tvl_format::DType;
 use vtc_kernels::{
     Backend, KNOWN_BACKENDS, KernelError, LANES, Matrix, RopeStyle, Scalar, WeightSlice, by_name,
     select,
@@ -52,6 +51,9 @@ use vtc_kernels::{
 
 /// Lengths every kernel is tried at: empty, tiny, around the 8-lane and the f32/f16
 /// chunk (32/64 elements) edges, and model sizes.
+mod common;
+use common::{Dist, Rng, SUB, Tiled, U, any_dist, any_float_dtype, gamma};
+
 const LENS: &[usize] = &[0, 1, 3, 31, 32, 33, 63, 64, 65, 127, 576, 768, 1536, 2048];
 
 /// [`LENS`] plus a vocabulary-sized length, for the 1-D operations.
@@ -60,12 +62,6 @@ const LENS_1D: &[usize] = &[
 ];
 
 const TILE_ROWS: &[usize] = &[1, 2, 3, 4, 5, 6, 7, 8];
-
-/// Unit roundoff of f32.
-const U: f64 = f32::EPSILON as f64 / 2.0;
-
-/// Smallest positive subnormal f32, as f64.
-const SUB: f64 = 1.401_298_464_324_817e-45;
 
 /// Every backend this CPU and build can run, the reference first.
 fn backends() -> Vec<&'static dyn Backend> {
@@ -86,12 +82,6 @@ fn backends_under_test() {
     let names: Vec<_> = backends().iter().map(|b| b.name()).collect();
     eprintln!("backends under test: {names:?}");
     assert_eq!(names[0], "scalar");
-}
-
-fn gamma(k: usize) -> f64 {
-    let ku = k as f64 * U;
-    assert!(ku < 0.5, "bound too loose to mean anything");
-    ku / (1.0 - ku)
 }
 
 /// Worst-case error of an `n`-term dot product, relative to `Σ|w_i x_i|`.
@@ -134,170 +124,6 @@ fn fail(msg: String) -> TestCaseError {
 // ---------------------------------------------------------------------------------
 // Test data
 // ---------------------------------------------------------------------------------
-
-/// How random values are drawn.
-#[derive(Clone, Copy, Debug)]
-enum Dist {
-    /// Uniform in [-1, 1).
-    Unit,
-    /// Random sign, magnitudes spread over 2^-8 .. 2^9 (cancellation, mixed scales).
-    Wide,
-    /// Integers in -4..=4: every f32 product and (short enough) sum is exact.
-    Int,
-}
-
-fn any_dist() -> impl Strategy<Value = Dist> {
-    prop_oneof![Just(Dist::Unit), Just(Dist::Wide), Just(Dist::Int)]
-}
-
-fn any_float_dtype() -> impl Strategy<Value = DType> {
-    prop_oneof![Just(DType::F32), Just(DType::F16)]
-}
-
-/// SplitMix64: proptest picks the seed (and shrinks the shape); the bulk data comes
-/// from here so that million-element cases stay cheap.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn range(&mut self, lo: f64, hi: f64) -> f32 {
-        (lo + (hi - lo) * self.unit()) as f32
-    }
-
-    fn sample(&mut self, d: Dist) -> f32 {
-        match d {
-            Dist::Unit => self.range(-1.0, 1.0),
-            Dist::Wide => {
-                let mag = (1.0 + self.unit()) * 2f64.powi((self.next() % 17) as i32 - 8);
-                (if self.next() & 1 == 0 { mag } else { -mag }) as f32
-            }
-            Dist::Int => ((self.next() % 9) as i32 - 4) as f32,
-        }
-    }
-
-    fn vec(&mut self, n: usize, d: Dist) -> Vec<f32> {
-        (0..n).map(|_| self.sample(d)).collect()
-    }
-}
-
-/// Owned tiled weights.
-enum Store {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-}
-
-/// A random `rows x cols` matrix: its logical row-major values (as the kernel sees
-/// them, i.e. after rounding to f16 for f16 weights) and its tiled, zero-padded buffer.
-struct Tiled {
-    rows: usize,
-    cols: usize,
-    tile_rows: usize,
-    logical: Vec<f32>,
-    store: Store,
-}
-
-impl Tiled {
-    fn new(
-        rows: usize,
-        cols: usize,
-        tile_rows: usize,
-        dtype: DType,
-        rng: &mut Rng,
-        d: Dist,
-    ) -> Self {
-        let mut logical = rng.vec(rows * cols, d);
-        Self::from_logical(rows, cols, tile_rows, dtype, &mut logical)
-    }
-
-    /// Tile `logical` (rounding it in place to the stored precision).
-    fn from_logical(
-        rows: usize,
-        cols: usize,
-        tile_rows: usize,
-        dtype: DType,
-        logical: &mut Vec<f32>,
-    ) -> Self {
-        assert_eq!(logical.len(), rows * cols);
-        let g = TileGeometry::new(rows, cols, tile_rows, dtype).expect("valid geometry");
-        let total = g.total_elems().expect("no overflow");
-        // Copy chunk by chunk: each piece of a row is contiguous in the tiled buffer.
-        let pieces = |r: usize| {
-            (0..cols.div_ceil(g.chunk)).map(move |k| {
-                let c0 = k * g.chunk;
-                (
-                    r * cols + c0..r * cols + cols.min(c0 + g.chunk),
-                    g.index(r, c0),
-                )
-            })
-        };
-        let store = match dtype {
-            DType::F32 => {
-                let mut buf = vec![0.0f32; total];
-                for r in 0..rows {
-                    for (src, dst) in pieces(r) {
-                        buf[dst..dst + src.len()].copy_from_slice(&logical[src]);
-                    }
-                }
-                Store::F32(buf)
-            }
-            DType::F16 => {
-                let mut buf = vec![f16::ZERO; total];
-                for r in 0..rows {
-                    for (src, dst) in pieces(r) {
-                        let out = &mut buf[dst..dst + src.len()];
-                        out.convert_from_f32_slice(&logical[src.clone()]);
-                        out.convert_to_f32_slice(&mut logical[src]);
-                    }
-                }
-                Store::F16(buf)
-            }
-            other => unreachable!("not a float dtype: {other:?}"),
-        };
-        Self {
-            rows,
-            cols,
-            tile_rows,
-            logical: std::mem::take(logical),
-            store,
-        }
-    }
-
-    fn slice(&self) -> WeightSlice<'_> {
-        match &self.store {
-            Store::F32(v) => WeightSlice::F32(v),
-            Store::F16(v) => WeightSlice::F16(v),
-        }
-    }
-
-    fn matrix(&self) -> Matrix<'_> {
-        Matrix::new(self.slice(), self.rows, self.cols, self.tile_rows)
-            .expect("buffer has exactly the geometry's size")
-    }
-
-    fn row(&self, r: usize) -> &[f32] {
-        &self.logical[r * self.cols..(r + 1) * self.cols]
-    }
-
-    fn describe(&self) -> String {
-        let dt = match self.store {
-            Store::F32(_) => "f32",
-            Store::F16(_) => "f16",
-        };
-        format!("{}x{} {dt} R={}", self.rows, self.cols, self.tile_rows)
-    }
-}
 
 /// `(Σ w_i x_i, Σ |w_i x_i|)` in f64.
 fn ref_dot(w: &[f32], x: &[f32]) -> (f64, f64) {

@@ -22,20 +22,17 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use tvl_format::{DType, TileGeometry};
+use tvl_format::DType;
 use vtc_kernels::{
-    Backend, KNOWN_BACKENDS, KernelError, Matrix, RopeStyle, Scalar, WeightSlice, available,
-    by_name, detect,
+    Backend, KNOWN_BACKENDS, KernelError, RopeStyle, Scalar, available, by_name, detect,
 };
+
+mod common;
+use common::{Dist, Rng, SUB, Tiled, U, any_dist, gamma};
 
 const LENS: &[usize] = &[
     0, 1, 3, 31, 32, 33, 63, 64, 65, 127, 576, 768, 1536, 2048, 49152,
 ];
-
-const U: f64 = f32::EPSILON as f64 / 2.0;
-
-/// Smallest positive subnormal f32.
-const SUB: f64 = 1.401_298_464_324_817e-45;
 
 /// The SIMD backends this CPU and build can run.
 fn simd_backends() -> Vec<&'static dyn Backend> {
@@ -47,12 +44,6 @@ fn simd_backends() -> Vec<&'static dyn Backend> {
         eprintln!("note: no SIMD backend runs on this CPU/build; SIMD tests are vacuous");
     }
     v
-}
-
-fn gamma(k: usize) -> f64 {
-    let ku = k as f64 * U;
-    assert!(ku < 0.5);
-    ku / (1.0 - ku)
 }
 
 /// Bound on `|simd - scalar|` for an `n`-term dot product, relative to `Σ|w x|`.
@@ -198,129 +189,6 @@ mod canon {
 // Test data
 // ---------------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug)]
-enum Dist {
-    /// Uniform in [-1, 1).
-    Unit,
-    /// Random sign, magnitudes 2^-8 .. 2^9.
-    Wide,
-    /// Integers in -4..=4.
-    Int,
-}
-
-fn any_dist() -> impl Strategy<Value = Dist> {
-    prop_oneof![Just(Dist::Unit), Just(Dist::Wide), Just(Dist::Int)]
-}
-
-/// SplitMix64: proptest picks the seed, the bulk data comes from here.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn sample(&mut self, d: Dist) -> f32 {
-        match d {
-            Dist::Unit => (2.0 * self.unit() - 1.0) as f32,
-            Dist::Wide => {
-                let mag = (1.0 + self.unit()) * 2f64.powi((self.next() % 18) as i32 - 8);
-                (if self.next() & 1 == 0 { mag } else { -mag }) as f32
-            }
-            Dist::Int => ((self.next() % 9) as i32 - 4) as f32,
-        }
-    }
-
-    fn vec(&mut self, n: usize, d: Dist) -> Vec<f32> {
-        (0..n).map(|_| self.sample(d)).collect()
-    }
-}
-
-enum Store {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-}
-
-/// A `rows x cols` matrix: logical row-major values (after rounding to the stored
-/// dtype) and the tiled, zero-padded buffer.
-struct Tiled {
-    rows: usize,
-    cols: usize,
-    logical: Vec<f32>,
-    store: Store,
-    tile_rows: usize,
-}
-
-impl Tiled {
-    fn new(
-        rows: usize,
-        cols: usize,
-        tile_rows: usize,
-        dtype: DType,
-        mut logical: Vec<f32>,
-    ) -> Self {
-        let g = TileGeometry::new(rows, cols, tile_rows, dtype).unwrap();
-        let total = g.total_elems().unwrap();
-        let store = match dtype {
-            DType::F32 => {
-                let mut buf = vec![0.0f32; total];
-                for r in 0..rows {
-                    for c in 0..cols {
-                        buf[g.index(r, c)] = logical[r * cols + c];
-                    }
-                }
-                Store::F32(buf)
-            }
-            _ => {
-                let mut buf = vec![f16::ZERO; total];
-                for r in 0..rows {
-                    for c in 0..cols {
-                        let h = f16::from_f32(logical[r * cols + c]);
-                        logical[r * cols + c] = h.to_f32();
-                        buf[g.index(r, c)] = h;
-                    }
-                }
-                Store::F16(buf)
-            }
-        };
-        Self {
-            rows,
-            cols,
-            logical,
-            store,
-            tile_rows,
-        }
-    }
-
-    fn matrix(&self) -> Matrix<'_> {
-        let data = match &self.store {
-            Store::F32(v) => WeightSlice::F32(v),
-            Store::F16(v) => WeightSlice::F16(v),
-        };
-        Matrix::new(data, self.rows, self.cols, self.tile_rows).unwrap()
-    }
-
-    fn row(&self, r: usize) -> &[f32] {
-        &self.logical[r * self.cols..(r + 1) * self.cols]
-    }
-
-    fn describe(&self) -> String {
-        let dt = match self.store {
-            Store::F32(_) => "f32",
-            Store::F16(_) => "f16",
-        };
-        format!("{}x{} {dt} R={}", self.rows, self.cols, self.tile_rows)
-    }
-}
-
 fn mag(a: &[f32], b: &[f32]) -> f64 {
     a.iter()
         .zip(b)
@@ -383,7 +251,7 @@ proptest! {
         let rows = if cols >= 2048 { rows.min(40) } else { rows };
         let mut rng = Rng(seed);
         let dtype = if f16w { DType::F16 } else { DType::F32 };
-        let t = Tiled::new(rows, cols, tile_rows, dtype, rng.vec(rows * cols, dist));
+        let t = Tiled::from_vec(rows, cols, tile_rows, dtype, rng.vec(rows * cols, dist));
         let x = rng.vec(cols, dist);
         check_matvec(&t, &x)?;
     }
@@ -398,7 +266,7 @@ fn matvec_every_tile_height_and_length() {
         for tile_rows in 1..=8 {
             for rows in [1, tile_rows - 1, tile_rows + 1, 3 * tile_rows + 2] {
                 for &cols in LENS {
-                    let t = Tiled::new(
+                    let t = Tiled::from_vec(
                         rows,
                         cols,
                         tile_rows,
@@ -418,7 +286,7 @@ fn matvec_every_tile_height_and_length() {
 fn matvec_model_sized() {
     let mut rng = Rng(22);
     for dtype in [DType::F32, DType::F16] {
-        let t = Tiled::new(49152, 576, 4, dtype, rng.vec(49152 * 576, Dist::Unit));
+        let t = Tiled::from_vec(49152, 576, 4, dtype, rng.vec(49152 * 576, Dist::Unit));
         let x = rng.vec(576, Dist::Unit);
         check_matvec(&t, &x).unwrap();
     }
@@ -704,7 +572,7 @@ fn every_f16_weight_widens_exactly() {
     for (r, h) in halves.iter().enumerate() {
         logical[r * cols + r % cols] = h.to_f32();
     }
-    let t = Tiled::new(rows, cols, 4, DType::F16, logical);
+    let t = Tiled::from_vec(rows, cols, 4, DType::F16, logical);
     let x = vec![1.0f32; cols];
     let mut want = vec![0.0f32; rows];
     halves.convert_to_f32_slice(&mut want);
