@@ -2,10 +2,12 @@
 #![deny(missing_docs)]
 
 mod geometry;
+pub mod quant;
 mod records;
 mod writer;
 
 pub use geometry::{TileGeometry, line_utilization};
+pub use quant::{BlockGeometry, QuantData};
 pub use records::{
     ALIGN, BYTE_ORDER_MARK, CONFIG_OFFSET, Header, MAGIC, ModelConfig, NAME_LEN, NONE_ID,
     TABLE_OFFSET, TensorRecord, VERSION, align_up,
@@ -24,6 +26,12 @@ pub enum DType {
     U8 = 2,
     /// Unsigned 32-bit integer (string offsets).
     U32 = 3,
+    /// Blocks of 32: 32 signed bytes and an f16 scale `d` (value `q * d`).
+    Q8_0 = 4,
+    /// Blocks of 32: 32 nibbles and an f16 scale `d` (value `(q - 8) * d`).
+    Q4_0 = 5,
+    /// Blocks of 32: 32 nibbles, an f16 scale `d` and minimum `m` (value `q * d + m`).
+    Q4_1 = 6,
 }
 
 impl DType {
@@ -34,16 +42,45 @@ impl DType {
             1 => Self::F16,
             2 => Self::U8,
             3 => Self::U32,
+            4 => Self::Q8_0,
+            5 => Self::Q4_0,
+            6 => Self::Q4_1,
             _ => return None,
         })
     }
 
-    /// Bytes of one element.
+    /// Bytes of one element; 0 for the block types, whose sizes come from
+    /// [`BlockGeometry`].
     pub fn size(self) -> usize {
         match self {
             Self::F32 | Self::U32 => 4,
             Self::F16 => 2,
             Self::U8 => 1,
+            Self::Q8_0 | Self::Q4_0 | Self::Q4_1 => 0,
+        }
+    }
+
+    /// Whether this is a block-quantized type (`Q8_0`, `Q4_0`, `Q4_1`): only in the
+    /// `BlockTiled` layout.
+    pub fn is_quantized(self) -> bool {
+        matches!(self, Self::Q8_0 | Self::Q4_0 | Self::Q4_1)
+    }
+
+    /// Quant bytes of one 32-element block (0 for other types).
+    pub fn block_bytes(self) -> usize {
+        match self {
+            Self::Q8_0 => 32,
+            Self::Q4_0 | Self::Q4_1 => 16,
+            _ => 0,
+        }
+    }
+
+    /// f16 scale fields per block: 1 (`d`), 2 for `Q4_1` (`d`, `m`), 0 for other types.
+    pub fn scale_fields(self) -> usize {
+        match self {
+            Self::Q8_0 | Self::Q4_0 => 1,
+            Self::Q4_1 => 2,
+            _ => 0,
         }
     }
 
@@ -57,13 +94,16 @@ impl DType {
         matches!(self, Self::F32 | Self::F16)
     }
 
-    /// Lower-case name used by tools (`f32`, `f16`, `u8`, `u32`).
+    /// Lower-case name used by tools (`f32`, `f16`, `u8`, `u32`, `q8_0`, `q4_0`, `q4_1`).
     pub fn name(self) -> &'static str {
         match self {
             Self::F32 => "f32",
             Self::F16 => "f16",
             Self::U8 => "u8",
             Self::U32 => "u32",
+            Self::Q8_0 => "q8_0",
+            Self::Q4_0 => "q4_0",
+            Self::Q4_1 => "q4_1",
         }
     }
 }
@@ -83,6 +123,9 @@ pub enum Layout {
     /// Row-interleaved tiles of `tile_rows` rows cut into 128-byte column chunks
     /// (see [`TileGeometry`]); only for 2-D float matrices.
     RowTiled = 1,
+    /// Block-quantized tiles of `tile_rows` rows, quants and scales in separate
+    /// line-aligned regions (see [`BlockGeometry`]); only for 2-D block types.
+    BlockTiled = 2,
 }
 
 impl Layout {
@@ -91,15 +134,32 @@ impl Layout {
         match v {
             0 => Some(Self::Plain),
             1 => Some(Self::RowTiled),
+            2 => Some(Self::BlockTiled),
             _ => None,
         }
     }
 
-    /// Lower-case name used by tools (`plain`, `row_tiled`).
+    /// Lower-case name used by tools (`plain`, `row_tiled`, `block_tiled`).
     pub fn name(self) -> &'static str {
         match self {
             Self::Plain => "plain",
             Self::RowTiled => "row_tiled",
+            Self::BlockTiled => "block_tiled",
+        }
+    }
+
+    /// Whether this layout cuts a matrix into row tiles (`tile_rows >= 1`).
+    pub fn is_tiled(self) -> bool {
+        !matches!(self, Self::Plain)
+    }
+
+    /// Whether a tensor of `dtype` with `ndim` dimensions and `tile_rows` may use this
+    /// layout (section 7 of the spec).
+    pub fn allows(self, dtype: DType, ndim: usize, tile_rows: usize) -> bool {
+        match self {
+            Self::Plain => tile_rows == 0 && !dtype.is_quantized(),
+            Self::RowTiled => ndim == 2 && dtype.is_float() && tile_rows >= 1,
+            Self::BlockTiled => ndim == 2 && dtype.is_quantized() && tile_rows >= 1,
         }
     }
 }
@@ -256,16 +316,15 @@ pub fn tensor_nbytes(
     shape: &[usize],
     tile_rows: usize,
 ) -> Option<usize> {
+    if !layout.allows(dtype, shape.len(), tile_rows) {
+        return None;
+    }
     match layout {
         Layout::Plain => shape
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))?
             .checked_mul(dtype.size()),
-        Layout::RowTiled => {
-            if shape.len() != 2 || !dtype.is_float() || tile_rows == 0 {
-                return None;
-            }
-            TileGeometry::new(shape[0], shape[1], tile_rows, dtype)?.nbytes()
-        }
+        Layout::RowTiled => TileGeometry::new(shape[0], shape[1], tile_rows, dtype)?.nbytes(),
+        Layout::BlockTiled => BlockGeometry::new(shape[0], shape[1], tile_rows, dtype)?.nbytes(),
     }
 }

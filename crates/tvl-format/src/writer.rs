@@ -8,8 +8,9 @@ use std::path::Path;
 use half::f16;
 
 use crate::{
-    ALIGN, BYTE_ORDER_MARK, DType, FormatError, Header, Layout, MAGIC, ModelConfig, NAME_LEN,
-    TABLE_OFFSET, TensorRecord, TileGeometry, VERSION, align_up, tensor_nbytes,
+    ALIGN, BYTE_ORDER_MARK, BlockGeometry, DType, FormatError, Header, Layout, MAGIC, ModelConfig,
+    NAME_LEN, QuantData, TABLE_OFFSET, TensorRecord, TileGeometry, VERSION, align_up,
+    tensor_nbytes,
 };
 
 /// Elements of a tensor in logical row-major order (last dimension contiguous).
@@ -23,6 +24,8 @@ pub enum TensorData {
     U8(Vec<u8>),
     /// u32 elements.
     U32(Vec<u32>),
+    /// Block-quantized matrix (`BlockTiled` layout only).
+    Quant(QuantData),
 }
 
 impl TensorData {
@@ -33,16 +36,19 @@ impl TensorData {
             Self::F16(_) => DType::F16,
             Self::U8(_) => DType::U8,
             Self::U32(_) => DType::U32,
+            Self::Quant(q) => q.dtype,
         }
     }
 
-    /// The elements as little-endian bytes (this crate targets little-endian hosts).
+    /// The elements as little-endian bytes (this crate targets little-endian hosts);
+    /// for [`TensorData::Quant`], the quant bytes only.
     pub fn as_bytes(&self) -> &[u8] {
         match self {
             Self::F32(v) => bytemuck::cast_slice(v),
             Self::F16(v) => bytemuck::cast_slice(v),
             Self::U8(v) => v,
             Self::U32(v) => bytemuck::cast_slice(v),
+            Self::Quant(q) => &q.quants,
         }
     }
 }
@@ -108,6 +114,25 @@ impl TvlWriter {
         self.add(name, &[rows, cols], Layout::RowTiled, tile_rows, data)
     }
 
+    /// Add a `[rows, cols]` block-quantized matrix in the block-tiled layout with
+    /// `tile_rows` rows per tile.
+    pub fn add_quant(
+        &mut self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        tile_rows: usize,
+        data: QuantData,
+    ) -> Result<(), FormatError> {
+        self.add(
+            name,
+            &[rows, cols],
+            Layout::BlockTiled,
+            tile_rows,
+            TensorData::Quant(data),
+        )
+    }
+
     /// Add a tensor with any layout. `data` is in logical row-major order.
     pub fn add(
         &mut self,
@@ -141,23 +166,40 @@ impl TvlWriter {
             ndim: shape.len(),
             tile_rows,
         };
-        let tile_rows_field = match layout {
-            Layout::Plain if tile_rows == 0 => 0,
-            Layout::RowTiled if shape.len() == 2 && dtype.is_float() && tile_rows > 0 => {
-                u32::try_from(tile_rows).map_err(|_| bad_layout())?
-            }
-            _ => return Err(bad_layout()),
-        };
-        let logical = shape
+        if !layout.allows(dtype, shape.len(), tile_rows) {
+            return Err(bad_layout());
+        }
+        let tile_rows_field = u32::try_from(tile_rows).map_err(|_| bad_layout())?;
+        let overflow = || FormatError::ShapeOverflow(name.to_string());
+        let elems = shape
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .and_then(|n| n.checked_mul(dtype.size()))
-            .ok_or_else(|| FormatError::ShapeOverflow(name.to_string()))?;
-        if data.as_bytes().len() != logical {
+            .ok_or_else(overflow)?;
+        // (bytes expected, bytes given); quantized data: quant bytes and scale fields.
+        let sizes = match &data {
+            TensorData::Quant(q) => {
+                if !shape[1].is_multiple_of(crate::quant::BLOCK) {
+                    return Err(bad_layout());
+                }
+                let blocks = elems / crate::quant::BLOCK;
+                let want = blocks.checked_mul(dtype.block_bytes() + 2 * dtype.scale_fields());
+                let got = q.quants.len() + 2 * q.scales.len();
+                let fields_ok = q.scales.len() == blocks * dtype.scale_fields();
+                (
+                    want.ok_or_else(overflow)?,
+                    if fields_ok { got } else { usize::MAX },
+                )
+            }
+            d => (
+                elems.checked_mul(dtype.size()).ok_or_else(overflow)?,
+                d.as_bytes().len(),
+            ),
+        };
+        if sizes.0 != sizes.1 {
             return Err(FormatError::DataSize {
                 name: name.to_string(),
-                want: logical,
-                got: data.as_bytes().len(),
+                want: sizes.0,
+                got: sizes.1,
             });
         }
         let nbytes = tensor_nbytes(dtype, layout, shape, tile_rows)
@@ -224,9 +266,18 @@ impl TvlWriter {
         let zeros = [0u8; ALIGN];
         for (t, rec) in self.tensors.iter().zip(&records) {
             out.write_all(&zeros[..rec.offset as usize - written])?;
-            match t.layout {
-                Layout::Plain => out.write_all(t.data.as_bytes())?,
-                Layout::RowTiled => out.write_all(&tile(t)?)?,
+            match (t.layout, &t.data) {
+                (Layout::BlockTiled, TensorData::Quant(q)) => {
+                    let (rows, cols) = (t.shape[0], t.shape[1]);
+                    let tiled = BlockGeometry::new(rows, cols, rec.tile_rows as usize, q.dtype)
+                        .and_then(|g| q.tile(&g))
+                        .ok_or_else(|| {
+                            FormatError::ShapeOverflow(rec.name_str().unwrap_or("").into())
+                        })?;
+                    out.write_all(&tiled)?
+                }
+                (Layout::RowTiled, _) => out.write_all(&tile(t)?)?,
+                _ => out.write_all(t.data.as_bytes())?,
             }
             written = rec.offset as usize + rec.nbytes as usize;
             let next = align_up(written, ALIGN).ok_or_else(overflow)?;

@@ -79,26 +79,50 @@ fn constants_and_ids() {
         (CONFIG_OFFSET, TABLE_OFFSET, NAME_LEN, NONE_ID),
         (128, 256, 64, u32::MAX)
     );
-    let dtypes = [DType::F32, DType::F16, DType::U8, DType::U32];
+    let dtypes = [
+        DType::F32,
+        DType::F16,
+        DType::U8,
+        DType::U32,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+    ];
     for (id, d) in dtypes.into_iter().enumerate() {
         assert_eq!(d as u32, id as u32);
         assert_eq!(DType::from_u32(id as u32), Some(d));
     }
+    assert_eq!(DType::from_u32(7), None, "id 7 and up are unknown");
     assert_eq!(
-        DType::from_u32(4),
-        None,
-        "id 4 and up are reserved for quantized types"
+        dtypes.map(|d| (d.size(), d.is_float(), d.is_quantized())),
+        [
+            (4, true, false),
+            (2, true, false),
+            (1, false, false),
+            (4, false, false),
+            (0, false, true),
+            (0, false, true),
+            (0, false, true)
+        ]
     );
     assert_eq!(
-        dtypes.map(|d| (d.size(), d.is_float())),
-        [(4, true), (2, true), (1, false), (4, false)]
+        [DType::Q8_0, DType::Q4_0, DType::Q4_1].map(|d| (d.block_bytes(), d.scale_fields())),
+        [(32, 1), (16, 1), (16, 2)]
     );
     assert_eq!(
         (DType::F32.chunk_elems(), DType::F16.chunk_elems()),
         (32, 64)
     );
-    assert_eq!((Layout::Plain as u32, Layout::RowTiled as u32), (0, 1));
-    assert_eq!(Layout::from_u32(2), None);
+    assert_eq!(
+        (
+            Layout::Plain as u32,
+            Layout::RowTiled as u32,
+            Layout::BlockTiled as u32
+        ),
+        (0, 1, 2)
+    );
+    assert_eq!(Layout::from_u32(2), Some(Layout::BlockTiled));
+    assert_eq!(Layout::from_u32(3), None);
     assert_eq!(
         (RopeStyle::Interleaved as u32, RopeStyle::HalfSplit as u32),
         (0, 1)

@@ -334,4 +334,22 @@ pub enum LoadError {
         /// Dtype asked for.
         dtype: DType,
     },
+    /// A block-quantized matrix whose column count is not a multiple of the block size.
+    #[error("tensor {index} ({name:?}): {cols} columns is not a whole number of 32-element blocks")]
+    PartialBlock {
+        /// Position in the table.
+        index: usize,
+        /// Tensor name.
+        name: String,
+        /// Columns of the matrix.
+        cols: u32,
+    },
+    /// A quantized view was asked of a tensor that is not block-quantized.
+    #[error("tensor {name:?} is {dtype}, not a block-quantized (q8_0, q4_0, q4_1) matrix")]
+    NotQuantized {
+        /// Tensor name.
+        name: String,
+        /// Dtype of the tensor.
+        dtype: DType,
+    },
 }

@@ -46,8 +46,8 @@ use std::path::Path;
 use memmap2::{Mmap, MmapMut};
 
 pub use error::LoadError;
-pub use tvl_format::{DType, Header, Layout, ModelConfig, TileGeometry};
-pub use view::TensorView;
+pub use tvl_format::{BlockGeometry, DType, Header, Layout, ModelConfig, TileGeometry};
+pub use view::{QuantView, TensorView};
 
 use validate::{Entry, Parsed};
 

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
 
 use tvl_format::{
-    ALIGN, BYTE_ORDER_MARK, CONFIG_OFFSET, DType, Header, Layout, MAGIC, ModelConfig, TABLE_OFFSET,
-    TensorRecord, TileGeometry, VERSION, tensor_nbytes,
+    ALIGN, BYTE_ORDER_MARK, BlockGeometry, CONFIG_OFFSET, DType, Header, Layout, MAGIC,
+    ModelConfig, TABLE_OFFSET, TensorRecord, TileGeometry, VERSION, tensor_nbytes,
 };
 
 use crate::LoadError;
@@ -233,11 +233,8 @@ fn check_record(
             shape: rec.shape,
         });
     }
-    let layout_ok = match layout {
-        Layout::Plain => rec.tile_rows == 0,
-        Layout::RowTiled => ndim == 2 && dtype.is_float() && rec.tile_rows >= 1,
-    };
-    if !layout_ok {
+    let tile_rows_ok = usize::try_from(rec.tile_rows).is_ok_and(|t| layout.allows(dtype, ndim, t));
+    if !tile_rows_ok {
         return Err(LoadError::BadLayout {
             index,
             name: owned(),
@@ -245,6 +242,13 @@ fn check_record(
             dtype,
             ndim: rec.ndim,
             tile_rows: rec.tile_rows,
+        });
+    }
+    if layout == Layout::BlockTiled && !dims[1].is_multiple_of(tvl_format::quant::BLOCK as u32) {
+        return Err(LoadError::PartialBlock {
+            index,
+            name: owned(),
+            cols: dims[1],
         });
     }
     let overflow = || LoadError::ShapeOverflow {
@@ -258,6 +262,10 @@ fn check_record(
     }
     let tile_rows = usize::try_from(rec.tile_rows).map_err(|_| overflow())?;
     let expected = tensor_nbytes(dtype, layout, &shape[..ndim], tile_rows).ok_or_else(overflow)?;
+    if layout == Layout::BlockTiled {
+        // cols must be whole blocks, and one tile addressable (checked by the geometry).
+        BlockGeometry::new(shape[0], shape[1], tile_rows, dtype).ok_or_else(overflow)?;
+    }
     if layout == Layout::RowTiled {
         // One tile must be addressable too (it is not implied by nbytes when rows == 0).
         let g = TileGeometry::new(shape[0], shape[1], tile_rows, dtype).ok_or_else(overflow)?;

@@ -1,7 +1,7 @@
 //! Typed, borrowed views of one tensor's bytes in the mapping.
 
 use half::f16;
-use tvl_format::{DType, Layout, TileGeometry};
+use tvl_format::{BlockGeometry, DType, Layout, TileGeometry};
 
 use crate::LoadError;
 
@@ -140,23 +140,76 @@ impl<'a> TensorView<'a> {
         self.cast(DType::U32)
     }
 
-    /// The tile geometry of a row-tiled tensor; `None` for plain tensors.
+    /// The tile geometry of a row-tiled tensor; `None` for other layouts.
     pub fn geometry(&self) -> Option<TileGeometry> {
         match self.layout {
-            Layout::Plain => None,
             Layout::RowTiled => {
                 TileGeometry::new(self.shape[0], self.shape[1], self.tile_rows, self.dtype)
             }
+            _ => None,
         }
+    }
+
+    /// The block geometry of a block-tiled (quantized) tensor; `None` otherwise.
+    pub fn block_geometry(&self) -> Option<BlockGeometry> {
+        match self.layout {
+            Layout::BlockTiled => {
+                BlockGeometry::new(self.shape[0], self.shape[1], self.tile_rows, self.dtype)
+            }
+            _ => None,
+        }
+    }
+
+    /// A block-quantized matrix's two regions, borrowed from the mapping
+    /// ([`LoadError::NotQuantized`] for any other tensor).
+    pub fn as_quant(&self) -> Result<QuantView<'a>, LoadError> {
+        let not = || LoadError::NotQuantized {
+            name: self.name.to_string(),
+            dtype: self.dtype,
+        };
+        let g = self.block_geometry().ok_or_else(not)?;
+        // The loader checked nbytes == g.nbytes(), so both regions are in bounds.
+        let (q, s0, ns) = (
+            g.quant_bytes().ok_or_else(not)?,
+            g.scales_offset().ok_or_else(not)?,
+            g.scales_len().ok_or_else(not)?,
+        );
+        let scales = bytemuck::try_cast_slice(&self.bytes[s0..s0 + 2 * ns]).map_err(|_| {
+            LoadError::Misaligned {
+                name: self.name.to_string(),
+                dtype: self.dtype,
+            }
+        })?;
+        Ok(QuantView {
+            geometry: g,
+            quants: &self.bytes[..q],
+            scales,
+        })
     }
 
     /// Cache-line utilization of streaming this tensor: logical bytes / bytes of the
     /// 128-byte lines read ([`TileGeometry::line_utilization`] for row-tiled tensors,
+    /// [`BlockGeometry::line_utilization`] for block-tiled ones,
     /// [`tvl_format::line_utilization`] of `nbytes` for plain ones).
     pub fn line_utilization(&self) -> f64 {
-        match self.geometry() {
-            Some(g) => g.line_utilization(),
-            None => tvl_format::line_utilization(self.nbytes()),
+        if let Some(g) = self.geometry() {
+            g.line_utilization()
+        } else if let Some(g) = self.block_geometry() {
+            g.line_utilization()
+        } else {
+            tvl_format::line_utilization(self.nbytes())
         }
     }
+}
+
+/// The two regions of a block-quantized (`BlockTiled`) matrix, borrowed from the
+/// mapping: see [`BlockGeometry`] for where block (r, b) lives.
+#[derive(Clone, Copy, Debug)]
+pub struct QuantView<'a> {
+    /// Shape, dtype and tiling.
+    pub geometry: BlockGeometry,
+    /// The quant region (`quant_bytes` bytes).
+    pub quants: &'a [u8],
+    /// The scale region (`scales_len` f16 values).
+    pub scales: &'a [f16],
 }

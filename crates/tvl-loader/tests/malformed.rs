@@ -251,19 +251,45 @@ fn wrong_data_len() {
 
 #[test]
 fn unknown_dtype() {
-    // Dtype ids past U32 are reserved for quantized types a v1 reader must refuse.
+    // Dtype ids past Q4_1 are unknown to this reader and refused.
+    let e = patched(|b| patch_record(b, 2, |r| r.dtype = 7));
+    assert!(
+        matches!(&e, LoadError::UnknownDType { index: 2, name, dtype: 7 } if name == "t"),
+        "{e:?}"
+    );
+    // A known block dtype in the plain layout is refused too.
     let e = patched(|b| patch_record(b, 2, |r| r.dtype = 4));
     assert!(
-        matches!(&e, LoadError::UnknownDType { index: 2, name, dtype: 4 } if name == "t"),
+        matches!(
+            &e,
+            LoadError::BadLayout {
+                index: 2,
+                dtype: DType::Q8_0,
+                ..
+            }
+        ),
         "{e:?}"
     );
 }
 
 #[test]
 fn unknown_layout() {
+    let e = patched(|b| patch_record(b, 0, |r| r.layout = 3));
+    assert!(
+        matches!(&e, LoadError::UnknownLayout { index: 0, name, layout: 3 } if name == "a"),
+        "{e:?}"
+    );
+    // The block-tiled layout with a float dtype is refused.
     let e = patched(|b| patch_record(b, 0, |r| r.layout = 2));
     assert!(
-        matches!(&e, LoadError::UnknownLayout { index: 0, name, layout: 2 } if name == "a"),
+        matches!(
+            &e,
+            LoadError::BadLayout {
+                index: 0,
+                layout: Layout::BlockTiled,
+                ..
+            }
+        ),
         "{e:?}"
     );
 }
@@ -606,4 +632,80 @@ fn messages_name_the_tensor_and_the_numbers() {
     let msg = e.to_string();
     assert!(msg.contains("#0") && msg.contains("\"a\""), "{msg}");
     assert!(msg.contains("64") && msg.contains("60"), "{msg}");
+}
+
+/// A valid file with one 9 x 64 Q4_1 matrix (tiles of 8) after a plain tensor.
+fn quant_file() -> Vec<u8> {
+    let mut w = TvlWriter::new(tvl_format::ModelConfig::default());
+    w.add_plain("n", &[3], tvl_format::TensorData::F32(vec![1.0; 3]))
+        .unwrap();
+    let x: Vec<f32> = (0..9 * 64).map(|i| i as f32 * 0.01).collect();
+    let q = tvl_format::QuantData::quantize(DType::Q4_1, &x, 9, 64).unwrap();
+    w.add_quant("q", 9, 64, 8, q).unwrap();
+    let mut out = Vec::new();
+    w.write_to(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn block_tiled_records() {
+    let good = quant_file();
+    let f = TvlFile::from_bytes(&good).unwrap();
+    let v = f.tensor("q").unwrap().as_quant().unwrap();
+    assert_eq!((v.geometry.rows, v.geometry.cols), (9, 64));
+    assert!(matches!(
+        f.tensor("n").unwrap().as_quant(),
+        Err(LoadError::NotQuantized {
+            dtype: DType::F32,
+            ..
+        })
+    ));
+    let open = |edit: &dyn Fn(&mut tvl_format::TensorRecord)| {
+        let mut b = good.clone();
+        patch_record(&mut b, 1, edit);
+        TvlFile::from_bytes(&b).map(|_| ()).unwrap_err()
+    };
+    // Columns that are not whole blocks.
+    let e = open(&|r| r.shape[1] = 63);
+    assert!(
+        matches!(
+            e,
+            LoadError::PartialBlock {
+                index: 1,
+                cols: 63,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Zero tile rows.
+    let e = open(&|r| r.tile_rows = 0);
+    assert!(matches!(e, LoadError::BadLayout { index: 1, .. }), "{e:?}");
+    // Three dimensions.
+    let e = open(&|r| {
+        r.ndim = 3;
+        r.shape[2] = 1;
+    });
+    assert!(matches!(e, LoadError::BadLayout { index: 1, .. }), "{e:?}");
+    // Another block type changes the size: nbytes no longer matches.
+    let e = open(&|r| r.dtype = DType::Q8_0 as u32);
+    assert!(
+        matches!(e, LoadError::NbytesMismatch { index: 1, .. }),
+        "{e:?}"
+    );
+    // Different tiling, same rows: the scale region moves, so nbytes changes too.
+    let e = open(&|r| r.tile_rows = 1);
+    assert!(
+        matches!(e, LoadError::NbytesMismatch { index: 1, .. }),
+        "{e:?}"
+    );
+    // A row count whose blocks overflow.
+    let e = open(&|r| r.shape[0] = u32::MAX);
+    assert!(
+        matches!(
+            e,
+            LoadError::NbytesMismatch { .. } | LoadError::ShapeOverflow { .. }
+        ),
+        "{e:?}"
+    );
 }

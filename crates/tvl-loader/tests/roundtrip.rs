@@ -1,10 +1,14 @@
 //! Property: any set of tensors written by `TvlWriter` opens again (from memory and
 //! from a file) with equal elements, 128-aligned offsets and aligned slices; row-tiled
-//! tensors hold each element at `TileGeometry::index` and zeros in their padding.
+//! tensors hold each element at `TileGeometry::index` and zeros in their padding;
+//! block-quantized tensors hold each block's quants and scales where `BlockGeometry`
+//! says, and zeros everywhere else.
 
 use half::f16;
 use proptest::prelude::*;
-use tvl_format::{ALIGN, DType, Layout, ModelConfig, TensorData, TvlWriter, tensor_nbytes};
+use tvl_format::{
+    ALIGN, DType, Layout, ModelConfig, QuantData, TensorData, TvlWriter, tensor_nbytes,
+};
 use tvl_loader::{TensorView, TvlFile};
 
 #[derive(Clone, Debug)]
@@ -20,6 +24,7 @@ struct Spec {
 impl Spec {
     fn layout(&self) -> (Layout, usize) {
         match self.tile_rows {
+            Some(r) if self.dtype.is_quantized() => (Layout::BlockTiled, r),
             Some(r) if self.shape.len() == 2 && self.dtype.is_float() => (Layout::RowTiled, r),
             _ => (Layout::Plain, 0),
         }
@@ -45,6 +50,15 @@ impl Spec {
             DType::F16 => TensorData::F16((0..n).map(|_| f16::from_bits(next() as u16)).collect()),
             DType::U8 => TensorData::U8((0..n).map(|_| next() as u8).collect()),
             DType::U32 => TensorData::U32((0..n).map(|_| next() as u32).collect()),
+            q => TensorData::Quant(QuantData {
+                dtype: q,
+                quants: (0..n / 32 * q.block_bytes())
+                    .map(|_| next() as u8)
+                    .collect(),
+                scales: (0..n / 32 * q.scale_fields())
+                    .map(|_| f16::from_bits(next() as u16))
+                    .collect(),
+            }),
         }
     }
 }
@@ -65,20 +79,42 @@ fn spec() -> impl Strategy<Value = Spec> {
         3 => proptest::collection::vec(dim(), 1..=2),
         1 => proptest::collection::vec(0usize..=5, 3..=4),
     ];
-    let dtype = prop::sample::select(vec![DType::F32, DType::F16, DType::U8, DType::U32]);
+    let dtype = prop::sample::select(vec![
+        DType::F32,
+        DType::F16,
+        DType::U8,
+        DType::U32,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+    ]);
     (
         "[a-zA-Z0-9_.é漢]{0,12}",
         dtype,
         shape,
         proptest::option::weighted(0.6, 1usize..=8),
         any::<u64>(),
+        (dim(), 0usize..=3, 1usize..=9),
     )
-        .prop_map(|(name, dtype, shape, tile_rows, seed)| Spec {
-            name,
-            dtype,
-            shape,
-            tile_rows,
-            seed,
+        .prop_map(|(name, dtype, shape, tile_rows, seed, (rows, blocks, r))| {
+            if dtype.is_quantized() {
+                // Block types: always a [rows, 32 * blocks] block-tiled matrix.
+                Spec {
+                    name,
+                    dtype,
+                    shape: vec![rows, 32 * blocks],
+                    tile_rows: Some(r),
+                    seed,
+                }
+            } else {
+                Spec {
+                    name,
+                    dtype,
+                    shape,
+                    tile_rows,
+                    seed,
+                }
+            }
         })
 }
 
@@ -125,6 +161,9 @@ fn check_view(s: &Spec, t: TensorView<'_>) -> Result<(), TestCaseError> {
     prop_assert_eq!(t.offset() % ALIGN as u64, 0);
     prop_assert_eq!(t.bytes().as_ptr() as usize % ALIGN, 0);
 
+    if let TensorData::Quant(q) = s.data() {
+        return check_quant(s, t, &q);
+    }
     // The typed accessor of its dtype works and covers exactly the bytes.
     let es = s.dtype.size();
     let typed_len = match s.dtype {
@@ -132,6 +171,7 @@ fn check_view(s: &Spec, t: TensorView<'_>) -> Result<(), TestCaseError> {
         DType::F16 => t.as_f16().map(<[f16]>::len),
         DType::U8 => t.as_u8().map(<[u8]>::len),
         DType::U32 => t.as_u32().map(<[u32]>::len),
+        q => panic!("{q} handled by check_quant"),
     };
     prop_assert_eq!(typed_len.ok(), Some(t.nbytes() / es));
 
@@ -172,6 +212,47 @@ fn check_view(s: &Spec, t: TensorView<'_>) -> Result<(), TestCaseError> {
             prop_assert_eq!(t.line_utilization(), g.line_utilization());
         }
     }
+    Ok(())
+}
+
+fn check_quant(s: &Spec, t: TensorView<'_>, q: &QuantData) -> Result<(), TestCaseError> {
+    let g = t.block_geometry().expect("block geometry");
+    prop_assert!(t.geometry().is_none());
+    let v = t.as_quant().unwrap();
+    prop_assert_eq!(v.geometry, g);
+    prop_assert_eq!(
+        (g.rows, g.cols, g.tile_rows),
+        (s.shape[0], s.shape[1], t.tile_rows())
+    );
+    let (bb, f, nb) = (g.block_bytes(), g.fields(), g.blocks_per_row());
+    let s0 = g.scales_offset().unwrap();
+    prop_assert_eq!(v.quants.as_ptr() as usize, t.bytes().as_ptr() as usize);
+    prop_assert_eq!(v.scales.as_ptr() as usize, t.bytes().as_ptr() as usize + s0);
+    let mut used = vec![false; t.nbytes()];
+    for r in 0..g.rows {
+        for b in 0..nb {
+            let i = r * nb + b;
+            let o = g.quant_offset(r, b);
+            prop_assert_eq!(&v.quants[o..o + bb], &q.quants[i * bb..(i + 1) * bb]);
+            used[o..o + bb].iter_mut().for_each(|u| *u = true);
+            for k in 0..f {
+                let at = g.scale_index(r, b, k);
+                prop_assert_eq!(v.scales[at].to_bits(), q.scales[i * f + k].to_bits());
+                used[s0 + 2 * at] = true;
+                used[s0 + 2 * at + 1] = true;
+            }
+        }
+    }
+    for (i, _) in used.iter().enumerate().filter(|(_, u)| !**u) {
+        prop_assert_eq!(
+            t.bytes()[i],
+            0,
+            "padding byte {} of {} is not zero",
+            i,
+            &s.name
+        );
+    }
+    prop_assert_eq!(t.line_utilization(), g.line_utilization());
     Ok(())
 }
 
