@@ -1,5 +1,6 @@
-//! `matvec` (GEMV over the TVL row-tiled layout) per backend, weight dtype and model
-//! shape. Throughput is the weight bytes streamed per call (padding included), so the
+//! `matvec` (GEMV over the TVL row-tiled layout) and `matvec_q8` (integer GEMV over
+//! the block-tiled layout, input quantized once beforehand) per backend, weight dtype
+//! and model shape, plus `quantize_q8` of the input. Throughput is the weight bytes streamed per call (padding included), so the
 //! GB/s column reads directly against the sequential-read bandwidth probe that runs in
 //! the same group (`matvec/bandwidth/read-256MiB`), measured in the same run.
 //!
@@ -19,6 +20,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tvl_format::DType;
+use vtc_kernels::Q8Vec;
 
 use common::Weights;
 
@@ -49,7 +51,13 @@ fn bench_matvec(c: &mut Criterion) {
     drop(probe);
 
     let backends = common::backends();
-    for dtype in [DType::F32, DType::F16] {
+    for dtype in [
+        DType::F32,
+        DType::F16,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+    ] {
         for (seed, &(rows, cols)) in SHAPES.iter().enumerate() {
             // The weights are built once per shape and shared by all backends.
             let first = Weights::random(rows, cols, TILE_ROWS, dtype, seed as u64);
@@ -66,16 +74,25 @@ fn bench_matvec(c: &mut Criterion) {
             }));
             let mats: Vec<_> = all.iter().map(Weights::matrix).collect();
             let x = common::Rng(99).vec(cols);
+            let mut xq = Q8Vec::new(cols);
             let mut y = vec![0.0f32; rows];
             let shape = format!("{rows}x{cols}");
             group.throughput(Throughput::Bytes(nbytes as u64));
 
             for &backend in &backends {
                 let name = |how: &str| format!("{}/{}/{how}", backend.name(), dtype.name());
+                backend.quantize_q8(&x, &mut xq);
+                let mv = |m, y: &mut [f32]| {
+                    if dtype.is_quantized() {
+                        backend.matvec_q8(black_box(m), black_box(&xq), black_box(y))
+                    } else {
+                        backend.matvec(black_box(m), black_box(&x), black_box(y))
+                    }
+                };
                 if copies > 1 {
                     let m = &mats[0];
                     group.bench_function(BenchmarkId::new(name("cached"), &shape), |b| {
-                        b.iter(|| backend.matvec(black_box(m), black_box(&x), black_box(&mut y)))
+                        b.iter(|| mv(m, &mut y))
                     });
                 }
                 let mut next = 0;
@@ -83,10 +100,24 @@ fn bench_matvec(c: &mut Criterion) {
                     b.iter(|| {
                         let m = &mats[next];
                         next = (next + 1) % mats.len();
-                        backend.matvec(black_box(m), black_box(&x), black_box(&mut y))
+                        mv(m, &mut y)
                     })
                 });
             }
+        }
+    }
+    group.finish();
+
+    // Quantizing a product's input, once per input vector (shared by q, k and v).
+    let mut group = c.benchmark_group("quantize_q8");
+    for n in [576usize, 1536, 2048] {
+        let x = common::Rng(7).vec(n);
+        let mut xq = Q8Vec::new(n);
+        group.throughput(Throughput::Bytes((n * 4) as u64));
+        for &backend in &backends {
+            group.bench_function(BenchmarkId::new(backend.name(), n), |b| {
+                b.iter(|| backend.quantize_q8(black_box(&x), black_box(&mut xq)))
+            });
         }
     }
     group.finish();

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use vtc_kernels::{Backend, Matrix, RopeStyle};
+use vtc_kernels::{Backend, Matrix, Q8Vec, RopeStyle};
 use vtc_model::{GenerateOptions, Model, Session};
 
 /// Any `Backend` can be wrapped: the model only sees the trait.
@@ -42,6 +42,15 @@ impl<B: Backend> Backend for Counting<B> {
         self.matvec_bytes.fetch_add(w.nbytes() as u64, Relaxed);
         self.matvec_calls.fetch_add(1, Relaxed);
         self.inner.matvec(w, x, y)
+    }
+    fn quantize_q8(&self, x: &[f32], out: &mut Q8Vec) {
+        self.tick();
+        self.inner.quantize_q8(x, out)
+    }
+    fn matvec_q8(&self, w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
+        self.matvec_bytes.fetch_add(w.nbytes() as u64, Relaxed);
+        self.matvec_calls.fetch_add(1, Relaxed);
+        self.inner.matvec_q8(w, x, y)
     }
     fn rmsnorm(&self, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
         self.tick();
@@ -78,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = match args.next() {
         Some(p) => p.into(),
         None => vtc_import::fetch::ensure_default_model(
-            vtc_import::convert::OutDType::F32,
+            vtc_import::convert::OutDType::Q4_1,
             &mut |m: &str| eprintln!("{m}"),
         )?,
     };

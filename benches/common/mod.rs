@@ -11,8 +11,8 @@ use std::time::Duration;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput};
 use half::f16;
-use tvl_format::{DType, TileGeometry};
-use vtc_kernels::{Backend, KNOWN_BACKENDS, KernelError, Matrix, WeightSlice, by_name};
+use tvl_format::{BlockGeometry, DType, QuantData, TileGeometry};
+use vtc_kernels::{Backend, KNOWN_BACKENDS, KernelError, Matrix, QuantSlice, WeightSlice, by_name};
 
 /// Criterion settings for the memory-bound benches (matvec, bandwidth), whose calls
 /// take up to tens of milliseconds: short enough that `cargo bench` as a whole stays
@@ -104,9 +104,14 @@ impl<T: Copy + Default> Aligned<T> {
 enum Store {
     F32(Aligned<f32>),
     F16(Aligned<f16>),
+    Quant(DType, Aligned<u8>, Aligned<f16>),
 }
 
-/// A random `rows x cols` weight matrix in the row-tiled layout, 128-byte aligned.
+/// Rows per tile of the benched quantized matrices (what the converter writes).
+pub const BLOCK_TILE_ROWS: usize = 8;
+
+/// A random `rows x cols` weight matrix in the row-tiled layout (block-tiled for the
+/// quantized dtypes, with [`BLOCK_TILE_ROWS`]), 128-byte aligned.
 pub struct Weights {
     store: Store,
     rows: usize,
@@ -117,6 +122,9 @@ pub struct Weights {
 impl Weights {
     /// Random weights in [-1, 1), zero padding, rounded to `dtype`.
     pub fn random(rows: usize, cols: usize, tile_rows: usize, dtype: DType, seed: u64) -> Self {
+        if dtype.is_quantized() {
+            return Self::quantized(rows, cols, dtype, seed);
+        }
         let g = TileGeometry::new(rows, cols, tile_rows, dtype).expect("valid geometry");
         let total = g.total_elems().expect("no overflow");
         let mut rng = Rng(seed);
@@ -154,11 +162,39 @@ impl Weights {
         }
     }
 
+    /// Random weights in [-1, 1) quantized by llama.cpp's rules, block-tiled.
+    fn quantized(rows: usize, cols: usize, dtype: DType, seed: u64) -> Self {
+        let mut rng = Rng(seed);
+        let x = rng.vec(rows * cols);
+        let q = QuantData::quantize(dtype, &x, rows, cols).expect("whole blocks");
+        let g = BlockGeometry::new(rows, cols, BLOCK_TILE_ROWS, dtype).expect("valid geometry");
+        let bytes = q.tile(&g).expect("sizes match");
+        let qb = g.quant_bytes().unwrap();
+        let mut quants = Aligned::<u8>::new(qb);
+        quants.get_mut().copy_from_slice(&bytes[..qb]);
+        let (s0, ns) = (g.scales_offset().unwrap(), g.scales_len().unwrap());
+        let mut scales = Aligned::<f16>::new(ns);
+        for (d, c) in scales.get_mut().iter_mut().zip(bytes[s0..].chunks_exact(2)) {
+            *d = f16::from_le_bytes([c[0], c[1]]);
+        }
+        Self {
+            store: Store::Quant(dtype, quants, scales),
+            rows,
+            cols,
+            tile_rows: BLOCK_TILE_ROWS,
+        }
+    }
+
     /// The kernel's view.
     pub fn matrix(&self) -> Matrix<'_> {
         let data = match &self.store {
             Store::F32(a) => WeightSlice::F32(a.get()),
             Store::F16(a) => WeightSlice::F16(a.get()),
+            Store::Quant(dtype, q, s) => WeightSlice::Quant(QuantSlice {
+                dtype: *dtype,
+                quants: q.get(),
+                scales: s.get(),
+            }),
         };
         Matrix::new(data, self.rows, self.cols, self.tile_rows).expect("exact size")
     }

@@ -268,7 +268,10 @@ impl QuantData {
     /// [`quantize_block`]. `None` if `dtype` is not a block type, `cols` is not a
     /// multiple of 32 or `x.len() != rows * cols`.
     pub fn quantize(dtype: DType, x: &[f32], rows: usize, cols: usize) -> Option<Self> {
-        if !dtype.is_quantized() || !cols.is_multiple_of(BLOCK) || rows.checked_mul(cols)? != x.len() {
+        if !dtype.is_quantized()
+            || !cols.is_multiple_of(BLOCK)
+            || rows.checked_mul(cols)? != x.len()
+        {
             return None;
         }
         let n = x.len() / BLOCK;
@@ -318,7 +321,7 @@ impl QuantData {
 
     /// Lay the blocks of a `rows x cols` matrix out in the `BlockTiled` order of `g`
     /// (zero padding included): the tensor's bytes.
-    pub(crate) fn tile(&self, g: &BlockGeometry) -> Option<Vec<u8>> {
+    pub fn tile(&self, g: &BlockGeometry) -> Option<Vec<u8>> {
         let nb = g.blocks_per_row();
         let (bb, f) = (g.block_bytes(), g.fields());
         if self.quants.len() != g.rows * nb * bb || self.scales.len() != g.rows * nb * f {

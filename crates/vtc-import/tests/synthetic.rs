@@ -164,6 +164,7 @@ fn synthetic_model_f16_is_exact_to_f16_rounding() {
     let opts = ConvertOptions {
         dtype: OutDType::F16,
         tile_rows: 2,
+        ..ConvertOptions::default()
     };
     let conv = vtc_import::convert(&g, &opts, &mut |_, _| {}).unwrap();
     // F32 sources do not fit f16 exactly: every matrix is reported as rounded.

@@ -41,15 +41,26 @@
 //! bit-identical to Scalar; rmsnorm differs only through its sum of squares, softmax
 //! and swiglu through their sums and `exp` (SIMD: under 1 ulp measured, 2 ulp tested on
 //! normal results; libm: under 1 ulp).
+//!
+//! # Quantized products
+//!
+//! Block-quantized matrices (`Q8_0`, `Q4_0`, `Q4_1`) multiply an input quantized to
+//! int8 per 32-element block ([`Q8Vec`], filled by [`Backend::quantize_q8`]) with
+//! exact integer dot products per block (`maddubs`/`madd` on AVX2, `vpdpbusd` on
+//! AVX-512 VNNI, `sdot` on NEON with the dot-product extension) and combine the
+//! blocks in one fixed float order, so all backends, Scalar included, agree bit for
+//! bit. The contract is spelled out in the `quant` module source.
 #![deny(missing_docs)]
 
 pub mod arch;
 mod matrix;
 pub mod probe;
+mod quant;
 mod scalar;
 mod simd;
 
-pub use matrix::{Matrix, WeightSlice};
+pub use matrix::{Geometry, Matrix, QuantSlice, WeightSlice};
+pub use quant::Q8Vec;
 pub use scalar::{Scalar, hsum};
 pub use tvl_format::RopeStyle;
 
@@ -111,8 +122,19 @@ pub trait Backend: Send + Sync {
     /// Short name (`scalar`, `avx2`, ...).
     fn name(&self) -> &'static str;
 
-    /// `y = W x` for a row-tiled matrix: `x.len() == w.cols()`, `y.len() == w.rows()`.
+    /// `y = W x` for a row-tiled float matrix: `x.len() == w.cols()`,
+    /// `y.len() == w.rows()`. (A block-quantized `W` takes [`Backend::matvec_q8`].)
     fn matvec(&self, w: &Matrix<'_>, x: &[f32], y: &mut [f32]);
+
+    /// Quantize `x` (length a multiple of 32) into `out` for [`Backend::matvec_q8`], by
+    /// the canonical rules of the crate's quantized-product contract (every backend
+    /// gives the same bits). `out` is resized as needed.
+    fn quantize_q8(&self, x: &[f32], out: &mut Q8Vec);
+
+    /// `y = W x` for a block-quantized matrix and a quantized input:
+    /// `x.len() == w.cols()`, `y.len() == w.rows()`. Bit-identical on every backend
+    /// (see "Quantized products" in the crate docs).
+    fn matvec_q8(&self, w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]);
 
     /// `out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]`; all three of one length.
     fn rmsnorm(&self, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32);
@@ -143,6 +165,10 @@ macro_rules! forward_backend {
         impl<B: Backend + ?Sized> Backend for $ptr {
             fn name(&self) -> &'static str { (**self).name() }
             fn matvec(&self, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) { (**self).matvec(w, x, y) }
+            fn quantize_q8(&self, x: &[f32], out: &mut Q8Vec) { (**self).quantize_q8(x, out) }
+            fn matvec_q8(&self, w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
+                (**self).matvec_q8(w, x, y)
+            }
             fn rmsnorm(&self, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
                 (**self).rmsnorm(out, x, weight, eps)
             }

@@ -4,7 +4,7 @@
 
 use half::slice::HalfFloatSliceExt;
 
-use crate::{Backend, LANES, Matrix, RopeStyle, WeightSlice};
+use crate::{Backend, Geometry, LANES, Matrix, Q8Vec, RopeStyle, WeightSlice, quant};
 
 /// The scalar reference backend.
 #[derive(Clone, Copy, Debug, Default)]
@@ -48,8 +48,19 @@ impl Backend for Scalar {
         "scalar"
     }
 
+    fn quantize_q8(&self, x: &[f32], out: &mut Q8Vec) {
+        quant::quantize_ref(x, out);
+    }
+
+    fn matvec_q8(&self, w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
+        let a = quant::check(w, x, y);
+        quant::matvec_ref(&a, x, y);
+    }
+
     fn matvec(&self, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) {
-        let g = *w.geometry();
+        let Geometry::Tiled(g) = *w.geometry() else {
+            panic!("matvec of a block-quantized matrix: use matvec_q8");
+        };
         assert_eq!(x.len(), g.cols, "matvec: x length");
         assert_eq!(y.len(), g.rows, "matvec: y length");
         let (r_per_tile, chunk, te) = (g.tile_rows, g.chunk, g.tile_elems());
@@ -66,6 +77,7 @@ impl Backend for Scalar {
                         s[start..start + chunk].convert_to_f32_slice(ws);
                         dot_lanes(&mut acc, ws, xs);
                     }
+                    WeightSlice::Quant(_) => unreachable!("quantized data has a block geometry"),
                 }
             }
             *out = hsum(&acc);

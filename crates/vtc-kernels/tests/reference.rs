@@ -45,8 +45,8 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tvl_format::DType;
 use vtc_kernels::{
-    Backend, KNOWN_BACKENDS, KernelError, LANES, Matrix, RopeStyle, Scalar, WeightSlice, by_name,
-    select,
+    Backend, Geometry, KNOWN_BACKENDS, KernelError, LANES, Matrix, RopeStyle, Scalar, WeightSlice,
+    by_name, select,
 };
 
 /// Lengths every kernel is tried at: empty, tiny, around the 8-lane and the f32/f16
@@ -248,7 +248,7 @@ fn matvec_is_exact_on_small_integers() {
 /// the same bits as the whole matvec.
 fn check_partitions(b: &dyn Backend, t: &Tiled, x: &[f32]) -> Result<(), String> {
     let m = t.matrix();
-    let n_tiles = m.geometry().n_tiles();
+    let n_tiles = m.n_tiles();
     let mut full = vec![f32::NAN; t.rows];
     b.matvec(&m, x, &mut full);
     for parts in 1..=5usize {
@@ -258,8 +258,11 @@ fn check_partitions(b: &dyn Backend, t: &Tiled, x: &[f32]) -> Result<(), String>
             while first < n_tiles {
                 let sub = m.tiles(first, per);
                 let r0 = first * t.tile_rows;
-                if sub.cols() != t.cols || sub.data().len() != sub.geometry().total_elems().unwrap()
-                {
+                let Geometry::Tiled(sg) = *sub.geometry() else {
+                    return Err("float sub-matrix lost its tile geometry".into());
+                };
+                let elems = sub.data().nbytes() / sub.dtype().size();
+                if sub.cols() != t.cols || elems != sg.total_elems().unwrap() {
                     return Err(format!(
                         "tiles({first}, {per}) of {}: bad sub-matrix",
                         t.describe()
@@ -300,16 +303,18 @@ fn matrix_tiles_clip_to_the_matrix() {
     let mut rng = Rng(4);
     let t = Tiled::new(10, 40, 4, DType::F32, &mut rng, Dist::Unit);
     let m = t.matrix();
-    let g = *m.geometry();
-    assert_eq!(g.n_tiles(), 3);
+    let Geometry::Tiled(g) = *m.geometry() else {
+        panic!("a float matrix has a tile geometry");
+    };
+    assert_eq!((g.n_tiles(), m.n_tiles()), (3, 3));
     assert_eq!(m.tiles(0, 3).rows(), 10);
     assert_eq!(m.tiles(0, usize::MAX).rows(), 10);
     assert_eq!(m.tiles(2, 1).rows(), 2);
-    assert_eq!(m.tiles(2, 1).data().len(), g.tile_elems());
+    assert_eq!(m.tiles(2, 1).data().nbytes(), g.tile_elems() * 4);
     assert_eq!(m.tiles(1, 1).rows(), 4);
     assert_eq!(m.tiles(3, 1).rows(), 0);
     assert_eq!(m.tiles(usize::MAX, usize::MAX).rows(), 0);
-    assert!(m.tiles(3, 5).data().is_empty());
+    assert_eq!(m.tiles(3, 5).data().nbytes(), 0);
     // A zero-row sub-matrix multiplies into an empty output.
     let x = vec![1.0; 40];
     for b in backends() {

@@ -219,7 +219,7 @@ fn check_matvec(t: &Tiled, x: &[f32]) -> Result<(), TestCaseError> {
         b.matvec(&m, x, &mut again);
         same_bits(&format!("{what} second run"), &again, &y)?;
         // Thread-style split: tile ranges of a few sizes.
-        let n_tiles = m.geometry().n_tiles();
+        let n_tiles = m.n_tiles();
         for per in [1, 2, 3, n_tiles.div_ceil(2).max(1)] {
             let mut split = vec![f32::NAN; t.rows];
             let mut first = 0;

@@ -2,7 +2,7 @@
 //! grouped-query KV cache, SwiGLU feed-forward), final norm, output head. Every
 //! operation goes through the [`Backend`]; this file only sequences them.
 
-use vtc_kernels::Backend;
+use vtc_kernels::{Backend, Matrix, Q8Vec};
 
 use crate::{Config, RunState, Weights};
 
@@ -30,9 +30,10 @@ pub fn forward<B: Backend + ?Sized>(
     for (l, lw) in w.layers.iter().enumerate() {
         // Attention.
         be.rmsnorm(&mut s.xb, &s.x, lw.attn_norm, cfg.rms_eps);
-        be.matvec(&lw.wq, &s.xb, &mut s.q);
-        be.matvec(&lw.wk, &s.xb, &mut s.k);
-        be.matvec(&lw.wv, &s.xb, &mut s.v);
+        prepare(be, &[&lw.wq, &lw.wk, &lw.wv], &s.xb, &mut s.xq);
+        linear(be, &lw.wq, &s.xb, &s.xq, &mut s.q);
+        linear(be, &lw.wk, &s.xb, &s.xq, &mut s.k);
+        linear(be, &lw.wv, &s.xb, &s.xq, &mut s.v);
         be.rope(&mut s.q, hd, &s.cos, &s.sin, cfg.rope_style);
         be.rope(&mut s.k, hd, &s.cos, &s.sin, cfg.rope_style);
         for h in 0..cfg.n_kv_heads {
@@ -50,16 +51,39 @@ pub fn forward<B: Backend + ?Sized>(
             be.softmax(att);
             be.attn_values(att, values, hd, &mut s.attn_out[h * hd..(h + 1) * hd]);
         }
-        be.matvec(&lw.wo, &s.attn_out, &mut s.proj);
+        prepare(be, &[&lw.wo], &s.attn_out, &mut s.xq);
+        linear(be, &lw.wo, &s.attn_out, &s.xq, &mut s.proj);
         be.add(&mut s.x, &s.proj);
         // Feed-forward.
         be.rmsnorm(&mut s.xb, &s.x, lw.ffn_norm, cfg.rms_eps);
-        be.matvec(&lw.w_gate, &s.xb, &mut s.hb);
-        be.matvec(&lw.w_up, &s.xb, &mut s.hb2);
+        prepare(be, &[&lw.w_gate, &lw.w_up], &s.xb, &mut s.xq);
+        linear(be, &lw.w_gate, &s.xb, &s.xq, &mut s.hb);
+        linear(be, &lw.w_up, &s.xb, &s.xq, &mut s.hb2);
         be.swiglu(&mut s.hb, &s.hb2);
-        be.matvec(&lw.w_down, &s.hb, &mut s.proj);
+        prepare(be, &[&lw.w_down], &s.hb, &mut s.xq);
+        linear(be, &lw.w_down, &s.hb, &s.xq, &mut s.proj);
         be.add(&mut s.x, &s.proj);
     }
     be.rmsnorm(&mut s.xb, &s.x, w.output_norm, cfg.rms_eps);
-    be.matvec(&w.output, &s.xb, &mut s.logits);
+    prepare(be, &[&w.output], &s.xb, &mut s.xq);
+    linear(be, &w.output, &s.xb, &s.xq, &mut s.logits);
+}
+
+/// Quantize `x` into `xq` once if any of the matrices about to read it is quantized.
+#[inline]
+fn prepare<B: Backend + ?Sized>(be: &B, readers: &[&Matrix<'_>], x: &[f32], xq: &mut Q8Vec) {
+    if readers.iter().any(|m| m.is_quantized()) {
+        be.quantize_q8(x, xq);
+    }
+}
+
+/// `y = W x`: float matrices read `x`, quantized ones its int8 form `xq` (which
+/// [`prepare`] filled from the same `x`).
+#[inline]
+fn linear<B: Backend + ?Sized>(be: &B, w: &Matrix<'_>, x: &[f32], xq: &Q8Vec, y: &mut [f32]) {
+    if w.is_quantized() {
+        be.matvec_q8(w, xq, y);
+    } else {
+        be.matvec(w, x, y);
+    }
 }

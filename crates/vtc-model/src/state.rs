@@ -1,6 +1,8 @@
 //! Everything a forward pass writes: activations and the KV cache, allocated once per
 //! session so the decode loop never allocates.
 
+use vtc_kernels::Q8Vec;
+
 use crate::Config;
 
 /// Activation buffers and the KV cache of one sequence.
@@ -38,6 +40,9 @@ pub struct RunState {
     pub key_cache: Vec<f32>,
     /// Values, same layout as the keys.
     pub value_cache: Vec<f32>,
+    /// The input of the current product quantized to int8 blocks (for quantized
+    /// matrices), with room for the widest input.
+    pub xq: Q8Vec,
     /// Positions the cache can hold.
     pub max_seq: usize,
 }
@@ -66,6 +71,12 @@ impl RunState {
             logits: vec![0.0; cfg.vocab_size],
             key_cache: vec![0.0; cache],
             value_cache: vec![0.0; cache],
+            xq: Q8Vec::new(
+                cfg.dim
+                    .max(cfg.hidden_dim)
+                    .max(cfg.q_dim())
+                    .next_multiple_of(32),
+            ),
             max_seq,
         }
     }

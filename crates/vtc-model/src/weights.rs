@@ -3,7 +3,7 @@
 
 use tvl_format::{DType, Layout};
 use tvl_loader::{TensorView, TvlFile};
-use vtc_kernels::{Matrix, WeightSlice};
+use vtc_kernels::{Matrix, QuantSlice, WeightSlice};
 
 use crate::{Config, ModelError};
 
@@ -104,7 +104,7 @@ fn shape_err(v: &TensorView<'_>, want: Vec<usize>) -> ModelError {
     }
 }
 
-/// A row-tiled float matrix `[rows, cols]`.
+/// A weight matrix `[rows, cols]`: row-tiled f32/f16 or block-tiled Q8_0/Q4_0/Q4_1.
 fn matrix<'a>(
     file: &'a TvlFile,
     name: &str,
@@ -115,25 +115,24 @@ fn matrix<'a>(
     if v.shape() != [rows, cols] {
         return Err(shape_err(&v, vec![rows, cols]));
     }
-    if v.layout() != Layout::RowTiled {
-        return Err(ModelError::TensorKind {
-            name: name.to_string(),
-            dtype: v.dtype(),
-            layout: v.layout(),
-            want: "a row-tiled f32 or f16 matrix",
-        });
-    }
-    let data = match v.dtype() {
-        DType::F32 => WeightSlice::F32(v.as_f32()?),
-        DType::F16 => WeightSlice::F16(v.as_f16()?),
-        _ => {
-            return Err(ModelError::TensorKind {
-                name: name.to_string(),
-                dtype: v.dtype(),
-                layout: v.layout(),
-                want: "a row-tiled f32 or f16 matrix",
-            });
+    let kind = || ModelError::TensorKind {
+        name: name.to_string(),
+        dtype: v.dtype(),
+        layout: v.layout(),
+        want: "a row-tiled f32/f16 or block-tiled q8_0/q4_0/q4_1 matrix",
+    };
+    let data = match (v.layout(), v.dtype()) {
+        (Layout::RowTiled, DType::F32) => WeightSlice::F32(v.as_f32()?),
+        (Layout::RowTiled, DType::F16) => WeightSlice::F16(v.as_f16()?),
+        (Layout::BlockTiled, dtype) if dtype.is_quantized() => {
+            let q = v.as_quant()?;
+            WeightSlice::Quant(QuantSlice {
+                dtype,
+                quants: q.quants,
+                scales: q.scales,
+            })
         }
+        _ => return Err(kind()),
     };
     Ok(Matrix::new(data, rows, cols, v.tile_rows())?)
 }

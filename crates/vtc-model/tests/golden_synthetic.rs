@@ -138,3 +138,50 @@ fn synthetic_session_limits_are_typed_errors() {
         Err(vtc_model::ModelError::EmptyPrompt)
     ));
 }
+
+#[test]
+fn synthetic_quantized_models_are_close_and_agree_across_simd_backends() {
+    let (tokens, logits) = reference("logits");
+    // Looser for 4 bits: the reference is the unquantized model.
+    for (dtype, tol) in [
+        (OutDType::Q8_0, 0.05),
+        (OutDType::Q4_0, 0.5),
+        (OutDType::Q4_1, 0.5),
+    ] {
+        let file = TvlFile::open(common::synthetic_tvl(dtype)).unwrap();
+        let model = Model::load(&file).unwrap();
+        let mut runs: Vec<(String, Vec<u32>)> = Vec::new();
+        #[allow(unused_mut)]
+        let mut all: Vec<Box<dyn Backend>> = backends()
+            .into_iter()
+            .map(|b| Box::new(b) as Box<dyn Backend>)
+            .collect();
+        // The plain-NEON integer path beside SDOT: same bits required.
+        #[cfg(target_arch = "aarch64")]
+        all.push(Box::new(vtc_kernels::arch::aarch64::Neon::without_dotprod()));
+        for be in &all {
+            let err = max_err(&model, be.as_ref(), &tokens, &logits);
+            eprintln!(
+                "synthetic {dtype} on {}: max |logit error| = {err:.3e}",
+                be.name()
+            );
+            assert!(err < tol, "{dtype} on {}: max logit error {err}", be.name());
+            let mut s = Session::new(&model, be.as_ref(), tokens.len()).unwrap();
+            let bits = tokens
+                .iter()
+                .flat_map(|&t| s.forward(t).unwrap().to_vec())
+                .map(f32::to_bits)
+                .collect();
+            if be.name() != "scalar" {
+                runs.push((be.name().to_string(), bits));
+            }
+        }
+        for (name, bits) in runs.iter().skip(1) {
+            assert!(
+                *bits == runs[0].1,
+                "{dtype}: {name} logits differ from {}'s",
+                runs[0].0
+            );
+        }
+    }
+}

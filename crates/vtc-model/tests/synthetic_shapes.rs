@@ -1,5 +1,5 @@
 //! Random-weight models written by `vtc_import::synthetic` load, tokenize ASCII and
-//! generate (the stories15M shape, f32 and f16).
+//! generate (the stories15M shape, in every output dtype).
 
 use tvl_loader::TvlFile;
 use vtc_import::convert::OutDType;
@@ -9,7 +9,13 @@ use vtc_model::{GenerateOptions, Model, Session};
 #[test]
 fn stories15m_shaped_model_runs() {
     let dir = tempfile::tempdir().unwrap();
-    for dtype in [OutDType::F32, OutDType::F16] {
+    for dtype in [
+        OutDType::F32,
+        OutDType::F16,
+        OutDType::Q8_0,
+        OutDType::Q4_0,
+        OutDType::Q4_1,
+    ] {
         let spec = SyntheticSpec {
             dtype,
             ..SyntheticSpec::stories15m()
@@ -30,6 +36,7 @@ fn stories15m_shaped_model_runs() {
         let off = |m: &vtc_kernels::Matrix| match m.data() {
             vtc_kernels::WeightSlice::F32(s) => s.as_ptr() as usize,
             vtc_kernels::WeightSlice::F16(s) => s.as_ptr() as usize,
+            vtc_kernels::WeightSlice::Quant(q) => q.quants.as_ptr() as usize,
         };
         assert!(off(&w.token_embd) < off(&l0.wq) && off(&l0.wq) < off(&l0.w_down));
         assert!(

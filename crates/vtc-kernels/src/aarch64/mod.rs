@@ -3,5 +3,6 @@
 //! instantiates the generic kernels.
 
 mod neon;
+mod quant;
 
 pub use neon::Neon;

@@ -11,21 +11,45 @@ use core::arch::aarch64::*;
 use crate::simd::{Simd, simd_backend};
 
 /// The NEON backend: 4 f32 lanes. Always available on aarch64.
+///
+/// Quantized products use the SDOT instruction when the CPU has the dot-product
+/// extension (detected at run time), plain NEON widening multiplies otherwise; both
+/// give the same bits.
 #[derive(Clone, Copy, Debug)]
 pub struct Neon {
-    _private: (),
+    /// The CPU has the dot-product extension (`dotprod`, SDOT) and it is used.
+    pub(crate) dotprod: bool,
 }
 
 impl Neon {
-    /// The backend: NEON is mandatory on aarch64, so this is always `Some`.
+    /// The backend: NEON is mandatory on aarch64, so this is always `Some`. It uses
+    /// SDOT if this CPU has it.
     pub fn new() -> Option<Self> {
-        Some(Self { _private: () })
+        Some(Self {
+            dotprod: std::arch::is_aarch64_feature_detected!("dotprod"),
+        })
+    }
+
+    /// The backend with SDOT disabled even where the CPU has it: the plain-NEON
+    /// quantized path, for comparison and tests.
+    pub fn without_dotprod() -> Self {
+        Self { dotprod: false }
+    }
+
+    /// Whether quantized products use SDOT.
+    pub fn uses_dotprod(&self) -> bool {
+        self.dotprod
     }
 
     /// The `'static` instance.
     pub(crate) fn get() -> &'static Self {
-        static INSTANCE: Neon = Neon { _private: () };
-        &INSTANCE
+        static WITH: Neon = Neon { dotprod: true };
+        static WITHOUT: Neon = Neon { dotprod: false };
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            &WITH
+        } else {
+            &WITHOUT
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use half::f16;
 use tvl_format::TileGeometry;
 
 use super::{MAX_LANES, PARTIALS, Simd};
-use crate::{Matrix, RopeStyle, WeightSlice};
+use crate::{Geometry, Matrix, RopeStyle, WeightSlice};
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -220,12 +220,15 @@ impl Cols {
 /// `y = W x` over the row-tiled layout.
 #[inline(always)]
 pub(crate) fn matvec<S: Simd, const ACC: usize>(s: S, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) {
-    let g = *w.geometry();
+    let Geometry::Tiled(g) = *w.geometry() else {
+        panic!("matvec of a block-quantized matrix: use matvec_q8");
+    };
     assert_eq!(x.len(), g.cols, "matvec: x length");
     assert_eq!(y.len(), g.rows, "matvec: y length");
     match w.data() {
         WeightSlice::F32(d) => matvec_typed::<S, f32, ACC>(s, d, &g, x, y),
         WeightSlice::F16(d) => matvec_typed::<S, f16, ACC>(s, d, &g, x, y),
+        WeightSlice::Quant(_) => unreachable!("quantized data has a block geometry"),
     }
 }
 

@@ -157,6 +157,14 @@ macro_rules! simd_backend {
                 unsafe { imp(*self, w, x, y) }
             }
 
+            fn quantize_q8(&self, x: &[f32], out: &mut $crate::Q8Vec) {
+                $crate::quant::QuantKernels::quantize_q8(*self, x, out)
+            }
+
+            fn matvec_q8(&self, w: &$crate::Matrix<'_>, x: &$crate::Q8Vec, y: &mut [f32]) {
+                $crate::quant::QuantKernels::matvec_q8(*self, w, x, y)
+            }
+
             fn rmsnorm(&self, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
                 #[target_feature(enable = $feat)]
                 fn imp(s: $ty, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {

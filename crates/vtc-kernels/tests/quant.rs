@@ -1,0 +1,334 @@
+//! Quantized products: every backend's `quantize_q8` and `matvec_q8` against the
+//! canonical arithmetic (bit for bit, via Scalar) and against an f64 evaluation of the
+//! same formula (so the integer parts are checked independently), over awkward
+//! shapes, tile sizes, thread-style splits and extreme values.
+
+mod common;
+
+use common::{Dist, Rng};
+use half::f16;
+use tvl_format::quant::BLOCK;
+use tvl_format::{BlockGeometry, DType, QuantData};
+use vtc_kernels::{Backend, Matrix, Q8Vec, QuantSlice, Scalar, WeightSlice};
+
+const QTYPES: [DType; 3] = [DType::Q8_0, DType::Q4_0, DType::Q4_1];
+
+/// Every backend this machine runs, plus the plain-NEON path where SDOT is present.
+fn backends() -> Vec<Box<dyn Backend>> {
+    #[allow(unused_mut)]
+    let mut v: Vec<Box<dyn Backend>> = vtc_kernels::available()
+        .into_iter()
+        .map(|b| Box::new(b) as Box<dyn Backend>)
+        .collect();
+    #[cfg(target_arch = "aarch64")]
+    v.push(Box::new(vtc_kernels::arch::aarch64::Neon::without_dotprod()));
+    v
+}
+
+fn same_bits(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert_eq!(a.to_bits(), b.to_bits(), "{what}: element {i}: {a} vs {b}");
+    }
+}
+
+/// A quantized matrix in the block-tiled layout, owned.
+struct QMat {
+    data: QuantData,
+    g: BlockGeometry,
+    quants: Vec<u8>,
+    scales: Vec<f16>,
+}
+
+impl QMat {
+    fn from_data(data: QuantData, rows: usize, cols: usize, tile_rows: usize) -> Self {
+        let g = BlockGeometry::new(rows, cols, tile_rows, data.dtype).unwrap();
+        let bytes = data.tile(&g).unwrap();
+        let quants = bytes[..g.quant_bytes().unwrap()].to_vec();
+        let s0 = g.scales_offset().unwrap();
+        let scales = bytes[s0..s0 + 2 * g.scales_len().unwrap()]
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        Self {
+            data,
+            g,
+            quants,
+            scales,
+        }
+    }
+
+    fn random(
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        tile_rows: usize,
+        rng: &mut Rng,
+        dist: Dist,
+    ) -> Self {
+        let x = rng.vec(rows * cols, dist);
+        Self::from_data(
+            QuantData::quantize(dtype, &x, rows, cols).unwrap(),
+            rows,
+            cols,
+            tile_rows,
+        )
+    }
+
+    fn matrix(&self) -> Matrix<'_> {
+        let q = QuantSlice {
+            dtype: self.data.dtype,
+            quants: &self.quants,
+            scales: &self.scales,
+        };
+        Matrix::new(
+            WeightSlice::Quant(q),
+            self.g.rows,
+            self.g.cols,
+            self.g.tile_rows,
+        )
+        .unwrap()
+    }
+
+    /// f64 evaluation of the canonical formula: exact products of the integer parts,
+    /// then the float combination in f64, and the magnitude sum for the error bound.
+    fn reference(&self, x: &Q8Vec) -> Vec<(f64, f64)> {
+        let nb = self.g.cols / BLOCK;
+        let w = self.data.dequantize(); // exact values q * d (+ m)
+        (0..self.g.rows)
+            .map(|r| {
+                let (mut y, mut mag) = (0.0f64, 0.0f64);
+                for b in 0..nb {
+                    let mut t = 0.0f64;
+                    for j in 0..BLOCK {
+                        let c = b * BLOCK + j;
+                        t +=
+                            w[r * self.g.cols + c] as f64 * x.qs()[c] as f64 * x.scales()[b] as f64;
+                    }
+                    y += t;
+                    mag += t.abs();
+                }
+                (y, mag)
+            })
+            .collect()
+    }
+}
+
+/// The canonical rounding of a row stays within this of the f64 value of the same
+/// formula: per block 3 roundings (scale product, term, and the `m` term for Q4_1),
+/// then `nb` additions, relative to the magnitude sum (plus the `m * s` parts).
+fn bound(nb: usize, mag: f64) -> f64 {
+    common::gamma(nb + 4) * mag * 2.0 + 1e-30
+}
+
+#[test]
+fn quantize_matches_scalar_and_the_rules() {
+    let mut rng = Rng(11);
+    for len in [0usize, 32, 64, 96, 576, 1536] {
+        for dist in [Dist::Unit, Dist::Wide, Dist::Int] {
+            let x = rng.vec(len, dist);
+            let mut want = Q8Vec::new(0);
+            Scalar.quantize_q8(&x, &mut want);
+            assert_eq!(want.len(), len);
+            for (b, xs) in x.chunks(BLOCK).enumerate() {
+                let d = want.scales()[b];
+                let amax = xs.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                assert_eq!(d, amax / 127.0, "block {b}: d");
+                let qs = &want.qs()[b * BLOCK..(b + 1) * BLOCK];
+                assert_eq!(want.sums()[b], qs.iter().map(|&q| q as i32).sum::<i32>());
+                for (&q, &v) in qs.iter().zip(xs) {
+                    assert_ne!(q, i8::MIN);
+                    assert!(
+                        (q as f32 * d - v).abs() <= 0.5 * d * (1.0 + 1e-5),
+                        "{v} -> {q}"
+                    );
+                }
+            }
+            for be in backends() {
+                let mut got = Q8Vec::new(64);
+                be.quantize_q8(&x, &mut got);
+                assert_eq!(got.qs(), want.qs(), "{} qs len {len}", be.name());
+                same_bits(&format!("{} d", be.name()), got.scales(), want.scales());
+                assert_eq!(got.sums(), want.sums(), "{} sums", be.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn quantize_rounds_ties_to_even_and_handles_zero_and_tiny_blocks() {
+    // amax 127 -> d = 1, id = 1: the halves are exact ties.
+    let mut x = vec![0.0f32; 96];
+    x[0] = 127.0;
+    x[1] = 0.5;
+    x[2] = 1.5;
+    x[3] = -2.5;
+    x[4] = -0.5;
+    // Block 1 stays all zero; block 2 is subnormal-tiny (d would not be normal).
+    for v in &mut x[64..96] {
+        *v = 1e-40;
+    }
+    for be in backends() {
+        let mut q = Q8Vec::new(96);
+        be.quantize_q8(&x, &mut q);
+        assert_eq!(&q.qs()[..5], &[127, 0, 2, -2, 0], "{}", be.name());
+        assert_eq!(q.scales(), &[1.0, 0.0, 0.0], "{}", be.name());
+        assert!(q.qs()[32..].iter().all(|&v| v == 0), "{}", be.name());
+    }
+}
+
+#[test]
+fn matvec_q8_is_bit_identical_everywhere_and_right() {
+    let mut rng = Rng(12);
+    for dtype in QTYPES {
+        for &(rows, cols) in &[(1, 32), (8, 64), (9, 96), (33, 576), (64, 1536), (0, 64)] {
+            for tile_rows in [8, 4, 1, 3] {
+                let m = QMat::random(dtype, rows, cols, tile_rows, &mut rng, Dist::Unit);
+                let xs = rng.vec(cols, Dist::Wide);
+                let mut x = Q8Vec::new(cols);
+                Scalar.quantize_q8(&xs, &mut x);
+                let mat = m.matrix();
+                let mut want = vec![f32::NAN; rows];
+                Scalar.matvec_q8(&mat, &x, &mut want);
+                let what = format!("{dtype} {rows}x{cols} R={tile_rows}");
+                for (r, (&y, (exact, mag))) in want.iter().zip(m.reference(&x)).enumerate() {
+                    let err = (y as f64 - exact).abs();
+                    let b = bound(cols / BLOCK, mag);
+                    assert!(
+                        err <= b,
+                        "{what} row {r}: {y} vs {exact} (err {err:e} > {b:e})"
+                    );
+                }
+                for be in backends() {
+                    let mut y = vec![f32::NAN; rows];
+                    be.matvec_q8(&mat, &x, &mut y);
+                    same_bits(&format!("{} {what}", be.name()), &y, &want);
+                    // Thread-style splits into tile ranges give the same bits.
+                    for per in [1, 2, 3] {
+                        let mut split = vec![f32::NAN; rows];
+                        let mut first = 0;
+                        while first < mat.n_tiles() {
+                            let sub = mat.tiles(first, per);
+                            let r0 = first * tile_rows;
+                            be.matvec_q8(&sub, &x, &mut split[r0..r0 + sub.rows()]);
+                            first += per;
+                        }
+                        same_bits(&format!("{} {what} split {per}", be.name()), &split, &want);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn extreme_quants_do_not_saturate() {
+    // Q8_0 weights of -128 (GGUF files may hold them) against activations of -127:
+    // every pair product is 16256, the block dot 520192, far past i16.
+    let (rows, cols) = (8, 64);
+    let n = rows * cols / BLOCK;
+    let data = QuantData {
+        dtype: DType::Q8_0,
+        quants: vec![0x80; rows * cols],
+        scales: vec![f16::ONE; n],
+    };
+    let m = QMat::from_data(data, rows, cols, 8);
+    let mut x = Q8Vec::new(cols);
+    Scalar.quantize_q8(&vec![-1.0f32; cols], &mut x);
+    assert!(x.qs().iter().all(|&q| q == -127));
+    let d = x.scales()[0];
+    let want = (2.0 * (32.0 * 128.0 * 127.0) as f32 * d) as f64;
+    for be in backends() {
+        let mut y = vec![0.0; rows];
+        be.matvec_q8(&m.matrix(), &x, &mut y);
+        for &v in &y {
+            assert!(
+                (v as f64 - want).abs() <= want * 1e-6,
+                "{}: {v} vs {want}",
+                be.name()
+            );
+        }
+    }
+    // 4-bit weights of 15 against +127 and -127.
+    for dtype in [DType::Q4_0, DType::Q4_1] {
+        let data = QuantData {
+            dtype,
+            quants: vec![0xFF; rows * cols / 2],
+            scales: vec![f16::ONE; n * dtype.scale_fields()],
+        };
+        let m = QMat::from_data(data, rows, cols, 8);
+        for sign in [1.0f32, -1.0] {
+            Scalar.quantize_q8(&vec![sign; cols], &mut x);
+            let mut want = vec![0.0; rows];
+            Scalar.matvec_q8(&m.matrix(), &x, &mut want);
+            for (r, (exact, _)) in m.reference(&x).into_iter().enumerate() {
+                assert!((want[r] as f64 - exact).abs() <= exact.abs() * 1e-6);
+            }
+            for be in backends() {
+                let mut y = vec![0.0; rows];
+                be.matvec_q8(&m.matrix(), &x, &mut y);
+                same_bits(&format!("{} {dtype} sign {sign}", be.name()), &y, &want);
+            }
+        }
+    }
+}
+
+#[test]
+fn row_into_dequantizes_like_the_format() {
+    let mut rng = Rng(13);
+    for dtype in QTYPES {
+        let m = QMat::random(dtype, 11, 96, 8, &mut rng, Dist::Wide);
+        let all = m.data.dequantize();
+        let mat = m.matrix();
+        let mut row = vec![0.0; 96];
+        for r in 0..11 {
+            mat.row_into(r, &mut row);
+            same_bits(
+                &format!("{dtype} row {r}"),
+                &row,
+                &all[r * 96..(r + 1) * 96],
+            );
+        }
+    }
+}
+
+#[test]
+fn quantized_matrix_sizes_are_checked() {
+    let mut rng = Rng(14);
+    let m = QMat::random(DType::Q4_1, 9, 64, 8, &mut rng, Dist::Unit);
+    let q = |quants: &[u8], scales: &[f16]| {
+        Matrix::new(
+            WeightSlice::Quant(QuantSlice {
+                dtype: DType::Q4_1,
+                quants: &quants.to_vec().leak()[..],
+                scales: &scales.to_vec().leak()[..],
+            }),
+            9,
+            64,
+            8,
+        )
+    };
+    assert!(q(&m.quants, &m.scales).is_ok());
+    assert!(q(&m.quants[1..], &m.scales).is_err());
+    assert!(q(&m.quants, &m.scales[1..]).is_err());
+    let bad_cols = Matrix::new(
+        WeightSlice::Quant(QuantSlice {
+            dtype: DType::Q4_1,
+            quants: &m.quants,
+            scales: &m.scales,
+        }),
+        9,
+        63,
+        8,
+    );
+    assert!(bad_cols.is_err());
+}
+
+#[test]
+#[should_panic(expected = "matvec_q8")]
+fn float_matvec_of_a_quantized_matrix_is_refused() {
+    let mut rng = Rng(15);
+    let m = QMat::random(DType::Q8_0, 8, 32, 8, &mut rng, Dist::Unit);
+    let mut y = vec![0.0; 8];
+    Scalar.matvec(&m.matrix(), &[0.0; 32], &mut y);
+}
