@@ -1,7 +1,9 @@
 //! `vtc`: convert models to TVL, run them, inspect them.
 
 mod bench;
+mod chat;
 mod inspect;
+mod perplexity;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,15 +57,20 @@ impl From<DTypeArg> for OutDType {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Convert a GGUF model to TVL.
+    /// Convert a model to TVL: a GGUF file, a llama2.c checkpoint (with --tokenizer) or a
+    /// Hugging Face safetensors directory (detected from the input).
     Convert {
-        /// Input GGUF file.
+        /// Input: GGUF file, llama2.c `model.bin`, or Hugging Face model directory.
         input: PathBuf,
         /// Output TVL file.
         output: PathBuf,
         /// Element type of the weight matrices (`keep`: as in the source, lossless).
         #[arg(long, value_enum, default_value = "keep")]
         dtype: DTypeArg,
+        /// llama2.c `tokenizer.bin` (llama2.c checkpoints only; without it the file has no
+        /// tokenizer and runs from token ids only).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
     },
     /// Generate a continuation of PROMPT; the text goes to stdout, diagnostics to stderr.
     Run {
@@ -91,9 +98,17 @@ enum Command {
         /// Keep generating after end-of-sequence tokens.
         #[arg(long)]
         ignore_eos: bool,
+        /// Apply the model's chat template to PROMPT (one user turn, then the reply).
+        #[arg(long)]
+        chat: bool,
+        /// System message for --chat (default: the template's own).
+        #[arg(long, requires = "chat")]
+        system: Option<String>,
         /// The prompt.
         prompt: String,
     },
+    /// Chat with the model: one message per line of stdin, replies streamed to stdout.
+    Chat(chat::ChatArgs),
     /// Measure prefill (ppP) and decode (tgN) speed per backend against the memory bandwidth.
     Bench {
         /// TVL model file (default: SmolLM2-135M-Instruct).
@@ -139,6 +154,9 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
+    /// Perplexity of the model on a text file (windows of --ctx tokens, each from an empty
+    /// cache); the figure goes to stdout, diagnostics to stderr.
+    Perplexity(perplexity::PerplexityArgs),
     /// Show a TVL file's header, config and tensor table with cache-line utilization.
     Inspect {
         /// TVL model file.
@@ -156,7 +174,8 @@ fn main() -> ExitCode {
             input,
             output,
             dtype,
-        } => convert(&input, &output, dtype.into()),
+            tokenizer,
+        } => convert(&input, &output, dtype.into(), tokenizer.as_deref()),
         Command::Run {
             model,
             max_tokens,
@@ -166,6 +185,8 @@ fn main() -> ExitCode {
             seed,
             backend,
             ignore_eos,
+            chat,
+            system,
             prompt,
         } => {
             let opts = GenerateOptions {
@@ -178,9 +199,12 @@ fn main() -> ExitCode {
                 },
                 stop_at_eos: !ignore_eos,
             };
-            run(model, backend.as_deref(), &prompt, opts)
+            let chat = chat.then_some(system.as_deref());
+            run(model, backend.as_deref(), &prompt, opts, chat)
         }
+        Command::Chat(args) => chat::run(args),
         Command::Inspect { model, json } => inspect::inspect(&model, json),
+        Command::Perplexity(args) => perplexity::run(args),
         Command::Bench {
             model,
             prompts,
@@ -230,18 +254,29 @@ fn progress_bar(msg: &str) -> ProgressBar {
     bar
 }
 
-fn convert(input: &Path, output: &Path, dtype: OutDType) -> Result<(), BoxError> {
+fn convert(
+    input: &Path,
+    output: &Path,
+    dtype: OutDType,
+    tokenizer: Option<&Path>,
+) -> Result<(), BoxError> {
     let t = Instant::now();
     let bar = progress_bar("converting");
     let opts = ConvertOptions {
         dtype,
         ..ConvertOptions::default()
     };
-    let report = vtc_import::convert::convert_file(input, output, &opts, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let (kind, report) =
+        vtc_import::source::convert_any(input, output, tokenizer, &opts, &mut |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?;
     bar.finish_and_clear();
+    if kind == vtc_import::source::InputKind::Llama2c && tokenizer.is_none() {
+        eprintln!(
+            "vtc: note: no --tokenizer given: the file has no tokenizer and runs from token ids only"
+        );
+    }
     eprintln!(
         "vtc: wrote {} ({} tensors, {:.1} MB) in {:.2} s",
         output.display(),
@@ -291,6 +326,7 @@ fn run(
     backend: Option<&str>,
     prompt: &str,
     opts: GenerateOptions,
+    chat: Option<Option<&str>>,
 ) -> Result<(), BoxError> {
     let path = match model {
         Some(p) => p,
@@ -301,7 +337,10 @@ fn run(
     let model = Model::load(&file)?;
     let backend = vtc_kernels::select(backend)?;
     let load_s = t0.elapsed().as_secs_f64();
-    let ids = model.tokenizer().encode_prompt(prompt)?;
+    let ids = match chat {
+        Some(system) => chat::chat_prompt(&file, &model, system, prompt)?,
+        None => model.tokenizer().encode_prompt(prompt)?,
+    };
     let ctx = model.config().context_len;
     let need = ids.len() + opts.max_tokens;
     if ids.len() >= ctx {

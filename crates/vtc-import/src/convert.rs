@@ -45,6 +45,12 @@ pub enum ImportError {
     /// Getting the default model failed.
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// A llama2.c checkpoint or `tokenizer.bin` is malformed.
+    #[error(transparent)]
+    Llama2c(#[from] crate::llama2c::Llama2cError),
+    /// A Hugging Face model directory (safetensors, config, tokenizer) is malformed.
+    #[error(transparent)]
+    Hf(#[from] crate::hf::HfError),
     /// The model uses a feature this importer does not handle.
     #[error("unsupported {what}: {value:?}")]
     Unsupported {

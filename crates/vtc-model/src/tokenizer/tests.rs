@@ -304,14 +304,13 @@ fn validation_errors_say_what_and_where() {
         // Every message renders.
         assert!(!want.to_string().is_empty());
     };
-    check(
-        &|d| d.kind = TokenizerKind::SentencePiece,
-        TokenizerError::Unsupported(TokenizerKind::SentencePiece),
-    );
-    check(
-        &|d| d.kind = TokenizerKind::None,
-        TokenizerError::Unsupported(TokenizerKind::None),
-    );
+    // A file without tokenizer gives a tokenizer without vocabulary whose encode fails.
+    let mut d = data(PreTokenizer::SmolLm);
+    d.kind = TokenizerKind::None;
+    let none = Tokenizer::new(d).unwrap();
+    assert_eq!((none.kind(), none.vocab_size()), (TokenizerKind::None, 0));
+    assert_eq!(none.encode("x", true), Err(TokenizerError::NoTokenizer));
+    assert_eq!(none.decode(&[0, 1]), "\u{FFFD}\u{FFFD}");
     check(
         &|d| {
             d.tokens.clear();
