@@ -43,7 +43,7 @@ mod view;
 use std::collections::HashMap;
 use std::path::Path;
 
-use memmap2::{Mmap, MmapMut};
+use memmap2::{Mmap, MmapMut, MmapOptions};
 
 pub use error::LoadError;
 pub use tvl_format::{BlockGeometry, DType, Header, Layout, ModelConfig, TileGeometry};
@@ -71,6 +71,22 @@ impl std::fmt::Debug for TvlFile {
     }
 }
 
+/// How [`TvlFile::open_with`] maps the file. The default ([`TvlFile::open`]) maps it
+/// lazily: opening costs O(tensors) and each page is faulted in on first touch, during
+/// the first forward pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Fault every page of the mapping in at open (`MAP_POPULATE` on Linux; on other
+    /// systems `madvise(WILLNEED)` where available), so the first forward pass does not
+    /// pay the page faults. Open then takes time proportional to the file size (no disk
+    /// read if the file is in the page cache). The whole file is read before it is
+    /// validated, so use this for files you mean to run.
+    pub populate: bool,
+    /// Lock the mapping's pages in RAM (`mlock`) so memory pressure cannot evict them
+    /// (needs enough `RLIMIT_MEMLOCK`; Unix only, ignored elsewhere).
+    pub lock: bool,
+}
+
 impl TvlFile {
     /// Map the file at `path` read-only and validate it (see the [crate docs](crate)).
     ///
@@ -83,6 +99,11 @@ impl TvlFile {
     /// model files by writing a new file and renaming it over the old one, never by
     /// rewriting in place.
     pub fn open(path: impl AsRef<Path>) -> Result<TvlFile, LoadError> {
+        Self::open_with(path, &OpenOptions::default())
+    }
+
+    /// [`TvlFile::open`] with mapping options (prefaulting, locking); same hazard.
+    pub fn open_with(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<TvlFile, LoadError> {
         let path = path.as_ref();
         let io = |source| LoadError::Io {
             path: path.to_path_buf(),
@@ -95,13 +116,26 @@ impl TvlFile {
             let bytes = std::fs::read(path).map_err(io)?;
             validate::parse(&bytes)?;
         }
+        let mut mo = MmapOptions::new();
+        if opts.populate {
+            mo.populate();
+        }
         // SAFETY: the map is read-only (PROT_READ) and owned by the returned TvlFile, which
         // unmaps it on drop, so no view (they borrow the TvlFile) outlives it, and we never
         // write through it. What `Mmap::map` cannot guarantee is that no one else
         // modifies or truncates the file while it is mapped (changed bytes under `&[T]`,
         // SIGBUS); that is the documented precondition of `open` ("Hazard" above). All
         // accesses stay within the map's own length, which `parse` checks the table against.
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let map = unsafe { mo.map(&file) }.map_err(io)?;
+        #[cfg(all(unix, not(target_os = "linux")))]
+        if opts.populate {
+            // No MAP_POPULATE: ask for read-ahead instead (advice only, never fails hard).
+            let _ = map.advise(memmap2::Advice::WillNeed);
+        }
+        #[cfg(unix)]
+        if opts.lock {
+            map.lock().map_err(io)?;
+        }
         Self::from_map(map)
     }
 

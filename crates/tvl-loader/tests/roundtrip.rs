@@ -312,6 +312,22 @@ fn write_file_then_open() {
     let n = w.write_file(&path).unwrap();
     let file = TvlFile::open(&path).unwrap();
     assert_eq!(file.file_len(), n);
+    // Prefaulted (and, where the limit allows, locked) mappings hold the same bytes.
+    let opts = tvl_loader::OpenOptions {
+        populate: true,
+        lock: false,
+    };
+    let pre = TvlFile::open_with(&path, &opts).unwrap();
+    assert_eq!(pre.as_bytes(), file.as_bytes());
+    let locked = tvl_loader::OpenOptions {
+        populate: true,
+        lock: true,
+    };
+    match TvlFile::open_with(&path, &locked) {
+        Ok(l) => assert_eq!(l.as_bytes(), file.as_bytes()),
+        // RLIMIT_MEMLOCK too small: a typed I/O error naming the file.
+        Err(e) => assert!(matches!(e, tvl_loader::LoadError::Io { .. }), "{e:?}"),
+    }
     let t = file.tensor("m").unwrap();
     let g = t.geometry().unwrap();
     let tiled = t.as_f32().unwrap();

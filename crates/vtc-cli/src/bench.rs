@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::json;
-use tvl_loader::TvlFile;
 use vtc_kernels::Backend;
 use vtc_model::{Model, Session, argmax};
 
@@ -23,14 +22,19 @@ pub struct BenchArgs {
     pub gens: Vec<usize>,
     /// Backend names (`None` = the selected default).
     pub backends: Vec<String>,
+    /// Thread counts to run each backend with.
+    pub threads: Vec<usize>,
     /// Repetitions of each test (the best is reported).
     pub reps: usize,
     /// One JSON object per line instead of a table.
     pub json: bool,
+    /// Map the model lazily (no prefaulting): the first token pays the page faults.
+    pub lazy: bool,
 }
 
 struct Row {
     test: String,
+    threads: usize,
     backend: &'static str,
     tok_s: f64,
     median_ms: f64,
@@ -43,7 +47,7 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
         None => crate::default_model()?,
     };
     let t0 = Instant::now();
-    let file = TvlFile::open(&path)?;
+    let file = crate::open_model(&path, !args.lazy)?;
     let model = Model::load(&file)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let bytes_per_token = model.weight_bytes_per_token();
@@ -79,15 +83,40 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
         path.display(),
         bytes_per_token as f64 / 1e6
     );
-    let bw = probe::read_bandwidth();
-    eprintln!(
-        "vtc bench: sequential read bandwidth {:.2} GB/s (1 thread)",
-        bw / 1e9
-    );
+    let threads = if args.threads.is_empty() {
+        vec![1]
+    } else {
+        args.threads.clone()
+    };
+    // Read bandwidth with as many threads as each test uses, before and after.
+    let probe_all = || -> Vec<f64> {
+        threads
+            .iter()
+            .map(|&t| probe::read_bandwidth_threads(t))
+            .collect()
+    };
+    let bw_before = probe_all();
+    for (t, bw) in threads.iter().zip(&bw_before) {
+        eprintln!(
+            "vtc bench: sequential read bandwidth {:.2} GB/s ({t} thread{})",
+            bw / 1e9,
+            if *t == 1 { "" } else { "s" }
+        );
+    }
 
     let mut rows = Vec::new();
+    let mut runs: Vec<Box<dyn Backend>> = Vec::new();
     for &be in &backends {
-        let mut session = Session::new(&model, be, longest.max(1))?;
+        for &t in &threads {
+            runs.push(if t == 1 {
+                Box::new(be)
+            } else {
+                Box::new(vtc_kernels::Threaded::new(be, t)?)
+            });
+        }
+    }
+    for be in &runs {
+        let mut session = Session::new(&model, be.as_ref(), longest.max(1))?;
         for &p in &args.prompts {
             let mut best: Option<Row> = None;
             for _ in 0..args.reps.max(1) {
@@ -110,18 +139,23 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
         }
     }
     // Bandwidth again after the runs: the machine is shared, report both ends.
-    let bw_after = probe::read_bandwidth();
-    // The limit uses the better of the two probes: a conservative fraction on a shared,
-    // noisy machine.
-    let limit = bw.max(bw_after) / bytes_per_token as f64;
+    let bw_after_all = probe_all();
+    let probes = |t: usize| {
+        let i = threads.iter().position(|&x| x == t).unwrap_or(0);
+        (bw_before[i], bw_after_all[i])
+    };
     for r in &rows {
+        let (bw, bw_after) = probes(r.threads);
+        // The limit uses the better of the two probes: a conservative fraction on a
+        // shared, noisy machine.
+        let limit = bw.max(bw_after) / bytes_per_token as f64;
         let frac = r.tok_s / limit;
         if args.json {
             println!(
                 "{}",
                 json!({
                     "model": path.display().to_string(),
-                    "threads": 1,
+                    "threads": r.threads,
                     "test": r.test,
                     "backend": r.backend,
                     "tok_s": r.tok_s,
@@ -138,9 +172,10 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
             );
         } else {
             println!(
-                "{:<8} {:<7} threads 1  {:>8.2} tok/s  step median {:>7.2} ms max {:>7.2} ms  {:>5.1}% of the bandwidth limit ({:.1} tok/s)",
+                "{:<8} {:<7} threads {}  {:>8.2} tok/s  step median {:>7.2} ms max {:>7.2} ms  {:>5.1}% of the bandwidth limit ({:.1} tok/s)",
                 r.backend,
                 r.test,
+                r.threads,
                 r.tok_s,
                 r.median_ms,
                 r.max_ms,
@@ -150,10 +185,16 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
         }
     }
     if !args.json {
+        for &t in &threads {
+            let (bw, bw_after) = probes(t);
+            println!(
+                "bandwidth ({t} thread(s)) {:.2} GB/s before, {:.2} GB/s after",
+                bw / 1e9,
+                bw_after / 1e9
+            );
+        }
         println!(
-            "bandwidth {:.2} GB/s before, {:.2} GB/s after; weights {:.1} MB/token; load {load_ms:.1} ms; first token {first_token_ms:.1} ms",
-            bw / 1e9,
-            bw_after / 1e9,
+            "weights {:.1} MB/token; load {load_ms:.1} ms; first token {first_token_ms:.1} ms",
             bytes_per_token as f64 / 1e6
         );
     }
@@ -177,7 +218,7 @@ fn prompt_ids(n: usize, vocab: usize) -> Vec<u32> {
         .collect()
 }
 
-fn stats(test: String, backend: &'static str, mut steps: Vec<f64>) -> Row {
+fn stats(test: String, backend: &'static str, threads: usize, mut steps: Vec<f64>) -> Row {
     let total: f64 = steps.iter().sum();
     steps.sort_by(f64::total_cmp);
     Row {
@@ -185,6 +226,7 @@ fn stats(test: String, backend: &'static str, mut steps: Vec<f64>) -> Row {
         median_ms: steps.get(steps.len() / 2).copied().unwrap_or(0.0) * 1e3,
         max_ms: steps.last().copied().unwrap_or(0.0) * 1e3,
         test,
+        threads,
         backend,
     }
 }
@@ -197,6 +239,7 @@ fn run_pp<B: Backend>(s: &mut Session<'_, B>, p: usize) -> Result<Row, BoxError>
     let secs = t.elapsed().as_secs_f64();
     Ok(Row {
         test: format!("pp{p}"),
+        threads: s.backend().threads(),
         backend: s.backend().name(),
         tok_s: p as f64 / secs,
         median_ms: secs / p as f64 * 1e3,
@@ -214,5 +257,6 @@ fn run_tg<B: Backend>(s: &mut Session<'_, B>, n: usize) -> Result<Row, BoxError>
         tok = argmax(logits);
         steps.push(t.elapsed().as_secs_f64());
     }
-    Ok(stats(format!("tg{n}"), s.backend().name(), steps))
+    let b = s.backend();
+    Ok(stats(format!("tg{n}"), b.name(), b.threads(), steps))
 }

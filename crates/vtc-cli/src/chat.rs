@@ -44,6 +44,9 @@ pub struct ChatArgs {
     /// Kernel backend (default: the best this CPU supports, or $VTC_BACKEND).
     #[arg(long)]
     pub backend: Option<String>,
+    /// Threads for the matrix-vector products [default: the CPUs available].
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
     /// Positions of the conversation's KV cache [default: 2048, or the model's context
     /// length if shorter]. A turn that does not fit ends the chat with an error.
     #[arg(long)]
@@ -77,13 +80,13 @@ pub fn run(args: ChatArgs) -> Result<(), BoxError> {
         None => crate::default_model()?,
     };
     let t0 = Instant::now();
-    let file = TvlFile::open(&path)?;
+    let file = crate::open_model(&path, true)?;
     let model = Model::load(&file)?;
-    let backend = vtc_kernels::select(args.backend.as_deref())?;
+    let backend = crate::backend(args.backend.as_deref(), args.threads)?;
     let mut chat = Chat::new(template(&file, &model)?, args.system.as_deref());
     let ctx = model.config().context_len;
     let max_seq = args.ctx.unwrap_or(2048).min(ctx);
-    let mut session = Session::new(&model, backend, max_seq)?;
+    let mut session = Session::new(&model, backend.as_ref(), max_seq)?;
     let opts = GenerateOptions {
         max_tokens: args.max_tokens,
         sampler: SamplerConfig {

@@ -95,6 +95,9 @@ enum Command {
         /// Kernel backend (default: the best this CPU supports, or $VTC_BACKEND).
         #[arg(long)]
         backend: Option<String>,
+        /// Threads for the matrix-vector products [default: the CPUs available].
+        #[arg(short = 't', long)]
+        threads: Option<usize>,
         /// Keep generating after end-of-sequence tokens.
         #[arg(long)]
         ignore_eos: bool,
@@ -133,6 +136,13 @@ enum Command {
         /// Backends to compare (comma-separated; default: the best this CPU supports).
         #[arg(long, value_delimiter = ',')]
         backend: Vec<String>,
+        /// Thread counts to compare (comma-separated).
+        #[arg(short = 't', long, value_delimiter = ',', default_value = "1")]
+        threads: Vec<usize>,
+        /// Map the model lazily instead of prefaulting it at load: the first token then
+        /// pays the page faults (to measure them).
+        #[arg(long)]
+        lazy: bool,
         /// Repetitions per test; the fastest is reported.
         #[arg(short = 'r', long, default_value_t = 1)]
         reps: usize,
@@ -184,6 +194,7 @@ fn main() -> ExitCode {
             top_p,
             seed,
             backend,
+            threads,
             ignore_eos,
             chat,
             system,
@@ -200,7 +211,7 @@ fn main() -> ExitCode {
                 stop_at_eos: !ignore_eos,
             };
             let chat = chat.then_some(system.as_deref());
-            run(model, backend.as_deref(), &prompt, opts, chat)
+            run(model, backend.as_deref(), threads, &prompt, opts, chat)
         }
         Command::Chat(args) => chat::run(args),
         Command::Inspect { model, json } => inspect::inspect(&model, json),
@@ -210,15 +221,19 @@ fn main() -> ExitCode {
             prompts,
             gens,
             backend,
+            threads,
             reps,
             json,
+            lazy,
         } => bench::bench(bench::BenchArgs {
             model,
             prompts,
             gens,
             backends: backend,
+            threads,
             reps,
             json,
+            lazy,
         }),
         Command::Synth {
             output,
@@ -321,9 +336,38 @@ pub(crate) fn default_model() -> Result<PathBuf, BoxError> {
     Ok(path)
 }
 
+/// Open a model to run it: with `prefault`, every page is mapped in at open
+/// (`MAP_POPULATE`), so the first token does not pay for page faults; the cost shows in
+/// the load time instead.
+pub(crate) fn open_model(path: &Path, prefault: bool) -> Result<tvl_loader::TvlFile, BoxError> {
+    let opts = tvl_loader::OpenOptions {
+        populate: prefault,
+        ..Default::default()
+    };
+    Ok(tvl_loader::TvlFile::open_with(path, &opts)?)
+}
+
+/// The kernel backend `name` (or the default), on `threads` threads (default: the CPUs
+/// available to this process).
+pub(crate) fn backend(
+    name: Option<&str>,
+    threads: Option<usize>,
+) -> Result<Box<dyn vtc_kernels::Backend>, BoxError> {
+    let be = vtc_kernels::select(name)?;
+    let threads = threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    Ok(if threads == 1 {
+        Box::new(be)
+    } else {
+        Box::new(vtc_kernels::Threaded::new(be, threads)?)
+    })
+}
+
 fn run(
     model: Option<PathBuf>,
     backend: Option<&str>,
+    threads: Option<usize>,
     prompt: &str,
     opts: GenerateOptions,
     chat: Option<Option<&str>>,
@@ -333,9 +377,9 @@ fn run(
         None => default_model()?,
     };
     let t0 = Instant::now();
-    let file = tvl_loader::TvlFile::open(&path)?;
+    let file = open_model(&path, true)?;
     let model = Model::load(&file)?;
-    let backend = vtc_kernels::select(backend)?;
+    let backend = self::backend(backend, threads)?;
     let load_s = t0.elapsed().as_secs_f64();
     let ids = match chat {
         Some(system) => chat::chat_prompt(&file, &model, system, prompt)?,

@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use tvl_loader::TvlFile;
 use vtc_model::{DEFAULT_PERPLEXITY_CTX, Model, perplexity, perplexity_ids};
 
 use crate::BoxError;
@@ -36,6 +35,9 @@ pub struct PerplexityArgs {
     /// Kernel backend (default: the best this CPU supports, or $VTC_BACKEND).
     #[arg(long)]
     pub backend: Option<String>,
+    /// Threads for the matrix-vector products [default: the CPUs available].
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
     /// One JSON object on stdout (perplexity, tokens_scored, nll_sum, ctx, windows, model,
     /// backend, seconds...) instead of a line of text.
     #[arg(long)]
@@ -54,9 +56,9 @@ pub fn run(args: PerplexityArgs) -> Result<(), BoxError> {
     let text = std::fs::read_to_string(&args.file)
         .map_err(|e| format!("reading {}: {e}", args.file.display()))?;
     let t0 = Instant::now();
-    let file = TvlFile::open(&path)?;
+    let file = crate::open_model(&path, true)?;
     let model = Model::load(&file)?;
-    let backend = vtc_kernels::select(args.backend.as_deref())?;
+    let backend = crate::backend(args.backend.as_deref(), args.threads)?;
     let load_s = t0.elapsed().as_secs_f64();
     let context_len = model.config().context_len;
     let ctx = args
@@ -105,7 +107,7 @@ pub fn run(args: PerplexityArgs) -> Result<(), BoxError> {
         ProgressBar::hidden()
     };
     let t1 = Instant::now();
-    let report = perplexity(&model, backend, &ids, ctx, &mut |done, total| {
+    let report = perplexity(&model, backend.as_ref(), &ids, ctx, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;

@@ -58,10 +58,12 @@ pub mod probe;
 mod quant;
 mod scalar;
 mod simd;
+mod threaded;
 
 pub use matrix::{Geometry, Matrix, QuantSlice, WeightSlice};
 pub use quant::Q8Vec;
 pub use scalar::{Scalar, hsum};
+pub use threaded::Threaded;
 pub use tvl_format::RopeStyle;
 
 use std::sync::OnceLock;
@@ -103,6 +105,9 @@ pub enum KernelError {
     /// The backend exists but this CPU or build cannot run it.
     #[error("backend {0:?} is not supported on this CPU or build")]
     Unsupported(String),
+    /// The thread pool could not be built.
+    #[error("thread pool: {0}")]
+    Threads(String),
 }
 
 /// Names accepted by [`by_name`] and by the `VTC_BACKEND` variable, on every
@@ -158,6 +163,18 @@ pub trait Backend: Send + Sync {
 
     /// `y[i] += x[i]`.
     fn add(&self, y: &mut [f32], x: &[f32]);
+
+    /// Threads the matrix-vector products run on (1 unless the backend is
+    /// [`Threaded`]).
+    fn threads(&self) -> usize {
+        1
+    }
+
+    /// Run `f` (a whole forward pass) where this backend's parallel work is cheapest to
+    /// fork from: inside [`Threaded`]'s pool; directly for everything else.
+    fn scope(&self, f: &mut (dyn FnMut() + Send)) {
+        f()
+    }
 }
 
 macro_rules! forward_backend {
@@ -184,6 +201,8 @@ macro_rules! forward_backend {
                 (**self).attn_values(probs, values, stride, out)
             }
             fn add(&self, y: &mut [f32], x: &[f32]) { (**self).add(y, x) }
+            fn threads(&self) -> usize { (**self).threads() }
+            fn scope(&self, f: &mut (dyn FnMut() + Send)) { (**self).scope(f) }
         }
     )*};
 }

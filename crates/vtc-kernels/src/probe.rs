@@ -38,13 +38,39 @@ pub fn probe_buffer(bytes: usize) -> Vec<f32> {
 /// Sequential read bandwidth of one core in bytes per second: the best of 10 passes of
 /// [`read_sum`] over [`PROBE_BYTES`].
 pub fn read_bandwidth() -> f64 {
-    let buf = probe_buffer(PROBE_BYTES);
-    black_box(read_sum(&buf));
-    (0..10)
-        .map(|_| {
-            let t = Instant::now();
-            black_box(read_sum(black_box(&buf)));
-            PROBE_BYTES as f64 / t.elapsed().as_secs_f64()
-        })
-        .fold(0.0, f64::max)
+    read_bandwidth_threads(1)
+}
+
+/// [`read_bandwidth`] with `threads` threads reading disjoint buffers of
+/// [`PROBE_BYTES`] / `threads` each at the same time: the aggregate rate (total bytes over
+/// the slowest thread's time), best of 10 passes. What `threads`-thread kernels can
+/// stream at most.
+pub fn read_bandwidth_threads(threads: usize) -> f64 {
+    let threads = threads.max(1);
+    let per = PROBE_BYTES / threads;
+    let bufs: Vec<Vec<f32>> = (0..threads).map(|_| probe_buffer(per)).collect();
+    let pass = || {
+        let start = std::sync::Barrier::new(threads);
+        let secs = std::thread::scope(|s| {
+            let handles: Vec<_> = bufs
+                .iter()
+                .map(|b| {
+                    let start = &start;
+                    s.spawn(move || {
+                        start.wait();
+                        let t = Instant::now();
+                        black_box(read_sum(black_box(b)));
+                        t.elapsed().as_secs_f64()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("probe thread panicked"))
+                .fold(0.0, f64::max)
+        });
+        (per * threads) as f64 / secs
+    };
+    pass();
+    (0..10).map(|_| pass()).fold(0.0, f64::max)
 }

@@ -183,14 +183,15 @@ impl<'m, B: Backend> Session<'m, B> {
                 max_seq: self.state.max_seq,
             });
         }
-        forward(
+        let (be, cfg, w, state, pos) = (
             &self.backend,
             &self.model.config,
             &self.model.weights,
             &mut self.state,
-            token,
             self.pos,
         );
+        // Inside a threaded backend's pool, so its per-product forks are cheap.
+        be.scope(&mut || forward(be, cfg, w, state, token, pos));
         self.pos += 1;
         Ok(&self.state.logits)
     }

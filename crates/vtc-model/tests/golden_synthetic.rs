@@ -185,3 +185,27 @@ fn synthetic_quantized_models_are_close_and_agree_across_simd_backends() {
         }
     }
 }
+
+#[test]
+fn synthetic_logits_are_bit_identical_for_any_thread_count() {
+    let (tokens, _) = reference("logits");
+    for dtype in [OutDType::F32, OutDType::Q4_1] {
+        let file = TvlFile::open(common::synthetic_tvl(dtype)).unwrap();
+        let model = Model::load(&file).unwrap();
+        let run = |be: &dyn Backend| {
+            let mut s = Session::new(&model, be, tokens.len()).unwrap();
+            tokens
+                .iter()
+                .flat_map(|&t| s.forward(t).unwrap().to_vec())
+                .map(f32::to_bits)
+                .collect::<Vec<_>>()
+        };
+        for be in backends() {
+            let want = run(be);
+            for threads in 1..=4 {
+                let t = vtc_kernels::Threaded::new(be, threads).unwrap();
+                assert!(run(&t) == want, "{dtype} {} x{threads}", be.name());
+            }
+        }
+    }
+}
