@@ -308,6 +308,13 @@ pub enum FormatError {
     Io(#[from] std::io::Error),
 }
 
+/// The content checksum of a tensor's bytes (`nbytes` bytes from its offset, layout
+/// padding included): XXH3-64 with seed 0. Stored in [`TensorRecord::checksum`]; a
+/// stored 0 means "no checksum".
+pub fn checksum(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
 /// Bytes a tensor occupies in the data section, layout padding included (but not the
 /// padding that aligns the next tensor). `None` on overflow or an invalid combination.
 pub fn tensor_nbytes(

@@ -122,7 +122,7 @@ pub struct TensorRecord {
     pub offset: u64,
     /// Bytes of the tensor, layout padding included.
     pub nbytes: u64,
-    /// Reserved for a content checksum; 0 = none.
+    /// XXH3-64 of the tensor's bytes ([`checksum`](crate::checksum)); 0 = none.
     pub checksum: u64,
     /// Zero.
     pub reserved: u64,

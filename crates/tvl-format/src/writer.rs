@@ -241,6 +241,7 @@ impl TvlWriter {
         for t in &self.tensors {
             let mut rec = t.record;
             rec.offset = pos as u64;
+            rec.checksum = crate::checksum(&file_bytes(t)?);
             records.push(rec);
             pos = pos
                 .checked_add(rec.nbytes as usize)
@@ -266,19 +267,7 @@ impl TvlWriter {
         let zeros = [0u8; ALIGN];
         for (t, rec) in self.tensors.iter().zip(&records) {
             out.write_all(&zeros[..rec.offset as usize - written])?;
-            match (t.layout, &t.data) {
-                (Layout::BlockTiled, TensorData::Quant(q)) => {
-                    let (rows, cols) = (t.shape[0], t.shape[1]);
-                    let tiled = BlockGeometry::new(rows, cols, rec.tile_rows as usize, q.dtype)
-                        .and_then(|g| q.tile(&g))
-                        .ok_or_else(|| {
-                            FormatError::ShapeOverflow(rec.name_str().unwrap_or("").into())
-                        })?;
-                    out.write_all(&tiled)?
-                }
-                (Layout::RowTiled, _) => out.write_all(&tile(t)?)?,
-                _ => out.write_all(t.data.as_bytes())?,
-            }
+            out.write_all(&file_bytes(t)?)?;
             written = rec.offset as usize + rec.nbytes as usize;
             let next = align_up(written, ALIGN).ok_or_else(overflow)?;
             out.write_all(&zeros[..next - written])?;
@@ -296,6 +285,23 @@ impl TvlWriter {
         out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         Ok(n)
     }
+}
+
+/// The bytes of `t` as the file holds them (tiled and padded as its layout says).
+fn file_bytes(t: &Pending) -> Result<std::borrow::Cow<'_, [u8]>, FormatError> {
+    Ok(match (t.layout, &t.data) {
+        (Layout::BlockTiled, TensorData::Quant(q)) => {
+            let (rows, cols) = (t.shape[0], t.shape[1]);
+            let tiled = BlockGeometry::new(rows, cols, t.record.tile_rows as usize, q.dtype)
+                .and_then(|g| q.tile(&g))
+                .ok_or_else(|| {
+                    FormatError::ShapeOverflow(t.record.name_str().unwrap_or("").into())
+                })?;
+            tiled.into()
+        }
+        (Layout::RowTiled, _) => tile(t)?.into(),
+        _ => t.data.as_bytes().into(),
+    })
 }
 
 /// Reorder a row-major matrix into the row-tiled layout (zero padding included).

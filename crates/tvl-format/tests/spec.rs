@@ -294,7 +294,9 @@ proptest! {
                 Some(rec.nbytes as usize),
                 tensor_nbytes(dtype, layout, &dims, rec.tile_rows as usize)
             );
-            prop_assert_eq!((rec.checksum, rec.reserved), (0, 0));
+            prop_assert_eq!(rec.reserved, 0);
+            let data = &b[rec.offset as usize..(rec.offset + rec.nbytes) as usize];
+            prop_assert_eq!(rec.checksum, tvl_format::checksum(data));
             prop_assert!(rec.name[rec.name_str().unwrap().len()..].iter().all(|&c| c == 0));
             let end = (rec.offset + rec.nbytes) as usize;
             let next = end.next_multiple_of(128);

@@ -243,6 +243,7 @@ impl TvlFile {
             bytes: &self.map[e.offset..e.offset + e.nbytes],
             index: i,
             offset: e.offset as u64,
+            checksum: e.checksum,
         }
     }
 }

@@ -28,6 +28,8 @@ pub(crate) struct Entry {
     /// Absolute byte offset; `offset + nbytes <= file length` holds.
     pub offset: usize,
     pub nbytes: usize,
+    /// The stored checksum (0 = none).
+    pub checksum: u64,
 }
 
 /// The result of validating a file's bytes.
@@ -335,5 +337,6 @@ fn check_record(
         // offset + nbytes <= file_len == the length of a slice in memory: both fit usize.
         offset: rec.offset as usize,
         nbytes: expected,
+        checksum: rec.checksum,
     })
 }

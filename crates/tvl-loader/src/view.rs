@@ -22,6 +22,7 @@ pub struct TensorView<'a> {
     pub(crate) bytes: &'a [u8],
     pub(crate) index: usize,
     pub(crate) offset: u64,
+    pub(crate) checksum: u64,
 }
 
 impl std::fmt::Debug for TensorView<'_> {
@@ -89,6 +90,18 @@ impl<'a> TensorView<'a> {
     /// The tensor's bytes in the mapping, layout padding included.
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
+    }
+
+    /// The checksum stored in the tensor's record (`None` if the writer stored none).
+    pub fn stored_checksum(&self) -> Option<u64> {
+        (self.checksum != 0).then_some(self.checksum)
+    }
+
+    /// Recompute the checksum of the tensor's bytes and compare it with the stored one:
+    /// `None` if none is stored, else whether they agree. Reads every byte.
+    pub fn verify(&self) -> Option<bool> {
+        self.stored_checksum()
+            .map(|c| c == tvl_format::checksum(self.bytes))
     }
 
     /// Bytes of the tensor, layout padding included.

@@ -347,3 +347,36 @@ fn write_file_then_open() {
     assert!(format!("{file:?}").contains("tensors: 3"));
     assert!(format!("{t:?}").contains("\"m\""));
 }
+
+#[test]
+fn checksums_are_written_and_catch_a_flipped_byte() {
+    let mut w = TvlWriter::new(ModelConfig::default());
+    let m: Vec<f32> = (0..9 * 40).map(|i| i as f32).collect();
+    w.add_tiled("m", 9, 40, 4, TensorData::F32(m)).unwrap();
+    w.add_plain("v", &[5], TensorData::U32(vec![1, 2, 3, 4, 5]))
+        .unwrap();
+    let mut bytes = Vec::new();
+    w.write_to(&mut bytes).unwrap();
+    let file = TvlFile::from_bytes(&bytes).unwrap();
+    for t in file.tensors() {
+        assert_eq!(t.stored_checksum(), Some(tvl_format::checksum(t.bytes())));
+        assert_eq!(t.verify(), Some(true), "{}", t.name());
+    }
+    // Flip one byte of m's padding: open still succeeds (no data is read), verify fails
+    // for m only.
+    let m_at = file.tensor("m").unwrap().offset() as usize;
+    let m_len = file.tensor("m").unwrap().nbytes();
+    let mut bad = bytes.clone();
+    bad[m_at + m_len - 1] ^= 0x40;
+    let file = TvlFile::from_bytes(&bad).unwrap();
+    assert_eq!(file.tensor("m").unwrap().verify(), Some(false));
+    assert_eq!(file.tensor("v").unwrap().verify(), Some(true));
+    // A record without a checksum (0, as older writers stored) is not verifiable.
+    let mut none = bytes.clone();
+    for i in 0..2 {
+        let at = 256 + 128 * i + 112;
+        none[at..at + 8].fill(0);
+    }
+    let file = TvlFile::from_bytes(&none).unwrap();
+    assert!(file.tensors().all(|t| t.verify().is_none()));
+}

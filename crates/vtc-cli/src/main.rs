@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod inspect;
 mod perplexity;
+mod verify;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -167,6 +168,17 @@ enum Command {
     /// Perplexity of the model on a text file (windows of --ctx tokens, each from an empty
     /// cache); the figure goes to stdout, diagnostics to stderr.
     Perplexity(perplexity::PerplexityArgs),
+    /// Recompute every tensor's checksum and compare it with the stored one (exit status 1
+    /// on a mismatch). A model file must not be rewritten in place while a process has it
+    /// mapped (that process may read changed weights or die of SIGBUS): write a new file
+    /// and rename it over the old one.
+    Verify {
+        /// TVL file.
+        model: PathBuf,
+        /// One JSON object (tensors, verified, without_checksum, mismatches, bytes, seconds).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a TVL file's header, config and tensor table with cache-line utilization.
     Inspect {
         /// TVL model file.
@@ -216,6 +228,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => chat::run(args),
         Command::Inspect { model, json } => inspect::inspect(&model, json),
         Command::Perplexity(args) => perplexity::run(args),
+        Command::Verify { model, json } => verify::verify(&model, json),
         Command::Bench {
             model,
             prompts,

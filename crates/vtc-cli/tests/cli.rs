@@ -133,3 +133,26 @@ fn errors_are_reported_not_panics() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown backend"));
 }
+
+#[test]
+fn verify_checks_every_tensor_and_names_a_damaged_one() {
+    let (_dir, path) = converted("q8_0");
+    let p = path.to_str().unwrap();
+    let o = vtc(&["verify", p, "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["verified"], j["tensors"]);
+    assert_eq!(j["mismatches"].as_array().unwrap().len(), 0);
+    // Flip one byte in the middle of the data: open still works, verify fails and
+    // names the tensor.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let o = vtc(&["verify", p, "--json"]);
+    assert!(!o.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["mismatches"].as_array().unwrap().len(), 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("checksum") && err.contains("SIGBUS"), "{err}");
+}
