@@ -3,25 +3,15 @@
 //! answer "What is the capital of France?" with Paris, greedy, piped; the synthetic
 //! model checks the error paths.
 
+mod common;
+
+use common::golden;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use vtc_import::convert::OutDType;
-
-fn golden() -> PathBuf {
-    let dir = std::env::var_os("VTC_GOLDEN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
-        });
-    assert!(
-        dir.join("README.md").is_file(),
-        "golden files not found at {}",
-        dir.display()
-    );
-    dir
-}
 
 fn smollm2() -> PathBuf {
     vtc_import::fetch::ensure_default_model(OutDType::F32, &mut |m: &str| eprintln!("{m}"))

@@ -1,29 +1,10 @@
 //! The `vtc` binary as a user runs it, on the synthetic GQA model.
 
+mod common;
+
+use common::{golden, vtc};
+
 use std::path::PathBuf;
-use std::process::Command;
-
-fn golden() -> PathBuf {
-    let dir = std::env::var_os("VTC_GOLDEN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
-        });
-    assert!(
-        dir.join("README.md").is_file(),
-        "golden files not found at {}",
-        dir.display()
-    );
-    dir
-}
-
-fn vtc(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vtc"))
-        .args(args)
-        .env_remove("VTC_BACKEND")
-        .output()
-        .expect("running vtc")
-}
 
 fn converted(dtype: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

@@ -1,29 +1,10 @@
 //! `vtc perplexity` as a user runs it, on the synthetic GQA model.
 
+mod common;
+
+use common::{golden, vtc};
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn golden() -> PathBuf {
-    let dir = std::env::var_os("VTC_GOLDEN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
-        });
-    assert!(
-        dir.join("README.md").is_file(),
-        "golden files not found at {}",
-        dir.display()
-    );
-    dir
-}
-
-fn vtc(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vtc"))
-        .args(args)
-        .env_remove("VTC_BACKEND")
-        .output()
-        .expect("running vtc")
-}
 
 /// The synthetic model as f32 TVL, and a text file holding the byte range of
 /// english.txt that the float64 reference's `synthetic-gqa` case covers.

