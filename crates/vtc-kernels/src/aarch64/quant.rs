@@ -12,6 +12,7 @@ use tvl_format::quant::BLOCK;
 use super::Neon;
 use crate::Matrix;
 use crate::quant::{self, Q8Vec, QuantArgs, QuantKernels, block_scale};
+use crate::simd::Simd;
 
 /// Rows per tile of the fast path.
 const R: usize = 8;
@@ -75,25 +76,15 @@ impl Dot for Sdot {
     }
 }
 
-/// 4 f16 values at `p` widened exactly to f32 (FCVTL, base ARMv8).
+/// 4 f16 values at `p` widened exactly to f32: the NEON backend's own `load_f16`
+/// (FCVTL), which the float kernels use too.
 ///
 /// # Safety
 /// `p` readable for 4 u16.
 #[inline(always)]
 unsafe fn load_f16x4(p: *const u16) -> float32x4_t {
-    // SAFETY: `p` readable for 4 halves (caller).
-    let h = unsafe { vld1_u16(p) };
-    let r: float32x4_t;
-    // SAFETY: FCVTL only reads and writes the two vector registers (see `Neon::load_f16`).
-    unsafe {
-        core::arch::asm!(
-            "fcvtl {out:v}.4s, {inp:v}.4h",
-            out = lateout(vreg) r,
-            inp = in(vreg) h,
-            options(pure, nomem, nostack, preserves_flags),
-        )
-    };
-    r
+    // SAFETY: `p` readable for 4 halves (caller); NEON is the build's baseline.
+    unsafe { Neon::without_dotprod().load_f16(p) }
 }
 
 /// Sums of 4 vectors' lanes: lane `r` of the result is the sum of `v[r]`.
