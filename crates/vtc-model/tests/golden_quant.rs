@@ -10,53 +10,18 @@ mod common;
 use vtc_import::convert::OutDType;
 use vtc_model::{Model, Session, argmax};
 
-/// Per prompt: prompt ids, reference greedy ids, per-step top-5 and margin.
-type Case = (Vec<u32>, Vec<u32>, Vec<(Vec<(u32, f64)>, f64)>);
-
-fn cases() -> Vec<Case> {
-    let j = common::read_json(common::golden_dir().join("smollm2-reference.json"));
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
-    j["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let steps = p["steps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| {
-                    let top = s["top5"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap()))
-                        .collect();
-                    (top, s["margin12"].as_f64().unwrap())
-                })
-                .collect();
-            (ids(&p["prompt_ids"]), ids(&p["gen_ids"]), steps)
-        })
-        .collect()
-}
-
 fn check(dtype: OutDType) {
     let path = common::smollm2(dtype);
     let file = tvl_loader::TvlFile::open(&path).unwrap();
     let model = Model::load(&file).unwrap();
-    let cases = cases();
+    let cases = common::smollm2_cases();
     // Every backend's logits at every step, flattened, to compare bit for bit.
     let mut first: Option<(&str, Vec<u32>)> = None;
     for be in vtc_kernels::available() {
         let (mut agree, mut total, mut worst) = (0usize, 0usize, 0.0f64);
         let mut bits = Vec::new();
-        for (k, (prompt, gen_ids, steps)) in cases.iter().enumerate() {
+        for (k, c) in cases.iter().enumerate() {
+            let (prompt, gen_ids, steps) = (&c.prompt_ids, &c.gen_ids, &c.steps);
             let mut s = Session::new(&model, be, prompt.len() + gen_ids.len()).unwrap();
             let mut logits = s.prefill(prompt).unwrap().to_vec();
             for (i, (top5, margin)) in steps.iter().enumerate() {

@@ -9,54 +9,13 @@ use vtc_import::convert::OutDType;
 use vtc_kernels::Backend;
 use vtc_model::{GenerateOptions, Model, SamplerConfig, Session, argmax};
 
-struct Case {
-    prompt: String,
-    prompt_ids: Vec<u32>,
-    gen_ids: Vec<u32>,
-    gen_text: String,
-    /// Per step: top-5 (id, logit) and margin between the first two.
-    steps: Vec<(Vec<(u32, f64)>, f64)>,
-}
-
-fn cases() -> Vec<Case> {
-    let j = common::read_json(common::golden_dir().join("smollm2-reference.json"));
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
-    j["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| Case {
-            prompt: p["prompt"].as_str().unwrap().to_string(),
-            prompt_ids: ids(&p["prompt_ids"]),
-            gen_ids: ids(&p["gen_ids"]),
-            gen_text: p["gen_text"].as_str().unwrap().to_string(),
-            steps: p["steps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| {
-                    let top = s["top5"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap()))
-                        .collect();
-                    (top, s["margin12"].as_f64().unwrap())
-                })
-                .collect(),
-        })
-        .collect()
-}
-
 /// Teacher-forced logits and greedy generation of `model` on `be` against the reference;
 /// returns the greedy ids of every prompt.
-fn check_backend(model: &Model<'_>, be: &'static dyn Backend, cases: &[Case]) -> Vec<Vec<u32>> {
+fn check_backend(
+    model: &Model<'_>,
+    be: &'static dyn Backend,
+    cases: &[common::SmolCase],
+) -> Vec<Vec<u32>> {
     let mut worst_top5 = 0.0f64;
     let mut worst_full = 0.0f64;
     for (k, case) in cases.iter().enumerate() {
@@ -142,7 +101,7 @@ fn check_backend(model: &Model<'_>, be: &'static dyn Backend, cases: &[Case]) ->
 fn f32_teacher_forced_logits_and_greedy_match_the_reference_on_every_backend() {
     let file = TvlFile::open(common::smollm2(OutDType::F32)).unwrap();
     let model = Model::load(&file).unwrap();
-    let cases = cases();
+    let cases = common::smollm2_cases();
     assert_eq!(cases.len(), 5);
     let scalar = check_backend(&model, &vtc_kernels::Scalar, &cases);
     for be in vtc_kernels::available() {
@@ -165,7 +124,7 @@ fn tokenizer_matches_the_reference_ids_and_text() {
     let tok = model.tokenizer();
     assert_eq!(tok.vocab_size(), 49152);
     assert_eq!(tok.eos_id(), Some(2));
-    for case in cases() {
+    for case in common::smollm2_cases() {
         assert_eq!(
             tok.encode_prompt(&case.prompt).unwrap(),
             case.prompt_ids,

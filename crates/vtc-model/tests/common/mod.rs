@@ -104,3 +104,50 @@ pub fn max_err(model: &Model<'_>, be: &dyn Backend, tokens: &[u32], reference: &
     }
     worst
 }
+
+/// One prompt of `smollm2-reference.json`.
+pub struct SmolCase {
+    pub prompt: String,
+    pub prompt_ids: Vec<u32>,
+    pub gen_ids: Vec<u32>,
+    pub gen_text: String,
+    /// Per step: top-5 (id, logit) and margin between the first two.
+    pub steps: Vec<(Vec<(u32, f64)>, f64)>,
+}
+
+/// The five prompts of the float64 SmolLM2 reference.
+pub fn smollm2_cases() -> Vec<SmolCase> {
+    let j = read_json(golden_dir().join("smollm2-reference.json"));
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    j["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| SmolCase {
+            prompt: p["prompt"].as_str().unwrap().to_string(),
+            prompt_ids: ids(&p["prompt_ids"]),
+            gen_ids: ids(&p["gen_ids"]),
+            gen_text: p["gen_text"].as_str().unwrap().to_string(),
+            steps: p["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    let top = s["top5"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| (e[0].as_u64().unwrap() as u32, e[1].as_f64().unwrap()))
+                        .collect();
+                    (top, s["margin12"].as_f64().unwrap())
+                })
+                .collect(),
+        })
+        .collect()
+}
