@@ -141,6 +141,30 @@ pub trait Backend: Send + Sync {
     /// (see "Quantized products" in the crate docs).
     fn matvec_q8(&self, w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]);
 
+    /// `Y = X Wᵀ` for a float matrix and `n` inputs stored one after another (a
+    /// batch of tokens): `x.len() == n * w.cols()`, `y.len() == n * w.rows()`, and row
+    /// `t` of `y` is bit for bit [`Backend::matvec`] of row `t` of `x`. A backend
+    /// overrides it to read each weight once for several inputs; the default runs one
+    /// `matvec` per input.
+    fn matmul(&self, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) {
+        let (k, m) = (w.cols(), w.rows());
+        for t in 0..batch_len(w, x.len(), y.len(), "matmul") {
+            self.matvec(w, &x[t * k..(t + 1) * k], &mut y[t * m..(t + 1) * m]);
+        }
+    }
+
+    /// `Y = X Wᵀ` for a block-quantized matrix and the inputs `x` (each of length
+    /// `w.cols()`, filled by [`Backend::quantize_q8`]): `y.len() == x.len() * w.rows()`,
+    /// and row `t` of `y` is bit for bit [`Backend::matvec_q8`] of `x[t]`. The default
+    /// runs one `matvec_q8` per input.
+    fn matmul_q8(&self, w: &Matrix<'_>, x: &[Q8Vec], y: &mut [f32]) {
+        let m = w.rows();
+        assert_eq!(y.len(), x.len() * m, "matmul_q8: y length");
+        for (t, xt) in x.iter().enumerate() {
+            self.matvec_q8(w, xt, &mut y[t * m..(t + 1) * m]);
+        }
+    }
+
     /// `out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]`; all three of one length.
     fn rmsnorm(&self, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32);
 
@@ -186,6 +210,10 @@ macro_rules! forward_backend {
             fn matvec_q8(&self, w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
                 (**self).matvec_q8(w, x, y)
             }
+            fn matmul(&self, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) { (**self).matmul(w, x, y) }
+            fn matmul_q8(&self, w: &Matrix<'_>, x: &[Q8Vec], y: &mut [f32]) {
+                (**self).matmul_q8(w, x, y)
+            }
             fn rmsnorm(&self, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
                 (**self).rmsnorm(out, x, weight, eps)
             }
@@ -207,6 +235,25 @@ macro_rules! forward_backend {
     )*};
 }
 forward_backend!(&B, Box<B>, std::sync::Arc<B>);
+
+/// The number of inputs of a float `Y = X Wᵀ` with `x_len` and `y_len` floats, after
+/// checking that both hold that many (a caller bug panics, as for every `Backend`
+/// method).
+pub(crate) fn batch_len(w: &Matrix<'_>, x_len: usize, y_len: usize, op: &str) -> usize {
+    let (k, m) = (w.cols(), w.rows());
+    let n = match (k, m) {
+        (0, 0) => 0,
+        (0, m) => y_len / m,
+        (k, _) => x_len / k,
+    };
+    assert_eq!(
+        x_len,
+        n * k,
+        "{op}: x length is not a whole number of inputs"
+    );
+    assert_eq!(y_len, n * m, "{op}: y length");
+    n
+}
 
 /// The backend called `name` (one of [`KNOWN_BACKENDS`]), if this CPU and build can
 /// run it: [`KernelError::Unsupported`] if not, [`KernelError::UnknownBackend`] for any

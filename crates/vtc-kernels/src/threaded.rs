@@ -1,10 +1,12 @@
-//! Multi-threaded matrix-vector products over any backend.
+//! Multi-threaded matrix products over any backend.
 //!
 //! [`Threaded`] wraps a [`Backend`] and a persistent thread pool (rayon, built once).
-//! Each product's row tiles are cut into `threads` contiguous ranges
-//! ([`Matrix::tiles`]), computed by the wrapped backend on different threads. Every
-//! row is computed by the same kernel from the same data whatever the split, so the
-//! results are bit-identical for any thread count. The other operations are small and
+//! Each matrix-vector product's row tiles are cut into `threads` contiguous ranges
+//! ([`Matrix::tiles`]), computed by the wrapped backend on different threads; a batched
+//! product ([`Backend::matmul`]) is cut by inputs instead, so each thread reads every
+//! weight once for its share of the batch. Every output is computed by the same kernel
+//! from the same data whatever the split, so the results are bit-identical for any
+//! thread count. The other operations are small and
 //! run on the calling thread.
 //!
 //! [`Backend::scope`] runs a whole forward pass inside the pool, so the per-product
@@ -14,9 +16,11 @@
 //! by the calling thread, so a busy core slows a token down to about the 1-thread
 //! speed instead of stalling it.
 
+use std::ops::Range;
+
 use rayon::ThreadPool;
 
-use crate::{Backend, KernelError, Matrix, Q8Vec, RopeStyle};
+use crate::{Backend, KernelError, Matrix, Q8Vec, RopeStyle, batch_len};
 
 /// A backend whose matrix-vector products run on `threads` threads.
 pub struct Threaded<B> {
@@ -79,6 +83,30 @@ impl<B: Backend> Threaded<B> {
             || self.split(&r, yr, parts - left_parts, f),
         );
     }
+
+    /// `f(inputs, their rows of y)` over `parts` contiguous ranges of a batch's `n`
+    /// inputs (`y` holds `m` outputs per input), forked in halves with `rayon::join`.
+    fn split_batch(
+        &self,
+        inputs: Range<usize>,
+        m: usize,
+        y: &mut [f32],
+        parts: usize,
+        f: &(dyn Fn(Range<usize>, &mut [f32]) + Sync),
+    ) {
+        let n = inputs.len();
+        if parts <= 1 || n < 2 {
+            f(inputs, y);
+            return;
+        }
+        let left_parts = parts / 2;
+        let mid = inputs.start + (n * left_parts).div_ceil(parts);
+        let (yl, yr) = y.split_at_mut((mid - inputs.start) * m);
+        rayon::join(
+            || self.split_batch(inputs.start..mid, m, yl, left_parts, f),
+            || self.split_batch(mid..inputs.end, m, yr, parts - left_parts, f),
+        );
+    }
 }
 
 impl<B: Backend> Backend for Threaded<B> {
@@ -110,6 +138,30 @@ impl<B: Backend> Backend for Threaded<B> {
     fn matvec_q8(&self, w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
         assert_eq!(y.len(), w.rows(), "matvec_q8: y length");
         self.split(w, y, self.threads, &|m, ys| self.inner.matvec_q8(m, x, ys));
+    }
+
+    /// A batch of one is split by rows ([`Backend::matvec`]); a larger batch by inputs,
+    /// each thread reading the whole matrix once for its inputs.
+    fn matmul(&self, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) {
+        let n = batch_len(w, x.len(), y.len(), "matmul");
+        if n == 1 {
+            return self.matvec(w, x, y);
+        }
+        let k = w.cols();
+        self.split_batch(0..n, w.rows(), y, self.threads, &|r, ys| {
+            self.inner.matmul(w, &x[r.start * k..r.end * k], ys)
+        });
+    }
+
+    /// Split as [`Threaded::matmul`].
+    fn matmul_q8(&self, w: &Matrix<'_>, x: &[Q8Vec], y: &mut [f32]) {
+        assert_eq!(y.len(), x.len() * w.rows(), "matmul_q8: y length");
+        if let [x1] = x {
+            return self.matvec_q8(w, x1, y);
+        }
+        self.split_batch(0..x.len(), w.rows(), y, self.threads, &|r, ys| {
+            self.inner.matmul_q8(w, &x[r], ys)
+        });
     }
 
     fn rmsnorm(&self, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {

@@ -1,10 +1,11 @@
-//! One token through the Llama graph: embedding, `n_layers` x (attention with RoPE and
-//! grouped-query KV cache, SwiGLU feed-forward), final norm, output head. Every
-//! operation goes through the [`Backend`]; this file only sequences them.
+//! The Llama graph: embedding, `n_layers` x (attention with RoPE and grouped-query KV
+//! cache, SwiGLU feed-forward), final norm, output head; for one token ([`forward`],
+//! decode) or a batch of consecutive tokens ([`forward_batch`], prompt processing).
+//! Every operation goes through the [`Backend`]; this file only sequences them.
 
 use vtc_kernels::{Backend, Matrix, Q8Vec};
 
-use crate::{Config, RunState, Weights};
+use crate::{BatchState, Config, RunState, Weights};
 
 /// Run `token` at position `pos` (which must be `< state.max_seq`, and every earlier
 /// position must already be in the cache); the logits land in `state.logits`.
@@ -22,11 +23,7 @@ pub fn forward<B: Backend + ?Sized>(
     let hd = cfg.head_dim;
     let scale = 1.0 / (hd as f32).sqrt();
     w.token_embd.row_into(token as usize, &mut s.x);
-    for (i, f) in s.inv_freq.iter().enumerate() {
-        let angle = pos as f64 * f;
-        s.cos[i] = angle.cos() as f32;
-        s.sin[i] = angle.sin() as f32;
-    }
+    rope_angles(s, pos);
     for (l, lw) in w.layers.iter().enumerate() {
         // Attention.
         be.rmsnorm(&mut s.xb, &s.x, lw.attn_norm, cfg.rms_eps);
@@ -67,6 +64,202 @@ pub fn forward<B: Backend + ?Sized>(
     be.rmsnorm(&mut s.xb, &s.x, w.output_norm, cfg.rms_eps);
     prepare(be, &[&w.output], &s.xb, &mut s.xq);
     linear(be, &w.output, &s.xb, &s.xq, &mut s.logits);
+}
+
+/// Tokens per batch of [`Session::prefill`](crate::Session::prefill) and
+/// [`Session::score`](crate::Session::score): a longer prompt runs in chunks of this
+/// many. Large enough that the weights are read a few times per prompt at most, small
+/// enough that a batch's activations stay in the L2 cache.
+pub const BATCH: usize = 64;
+
+/// Which logits a batched run computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// None: the batch only fills the KV cache (a prompt chunk before the last).
+    None,
+    /// Only the last token's, into `RunState::logits` (prefill).
+    Last,
+    /// Every token's, into `BatchState::logits` (scoring, perplexity).
+    All,
+}
+
+/// Run `tokens` at positions `pos, pos + 1, ...` as one batch: each weight matrix is
+/// read once for all of them ([`Backend::matmul`]), attention is causal (token `i`
+/// attends to positions `..= pos + i`). Every token goes through the same operations
+/// as in [`forward`], so the logits are bit for bit those of running the tokens one at
+/// a time.
+///
+/// The caller guarantees `0 < tokens.len() <= b.capacity`, every token
+/// `< cfg.vocab_size` and `pos + tokens.len() <= state.max_seq` (`Session` checks them
+/// and returns typed errors).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_batch<B: Backend + ?Sized>(
+    be: &B,
+    cfg: &Config,
+    w: &Weights<'_>,
+    s: &mut RunState,
+    b: &mut BatchState,
+    tokens: &[u32],
+    pos: usize,
+    logits: Logits,
+) {
+    let n = tokens.len();
+    assert!(n > 0 && n <= b.capacity, "batch of {n} tokens");
+    let (hd, dim, qd, kvd, hid) = (
+        cfg.head_dim,
+        cfg.dim,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.hidden_dim,
+    );
+    let scale = 1.0 / (hd as f32).sqrt();
+    for (i, &t) in tokens.iter().enumerate() {
+        w.token_embd
+            .row_into(t as usize, &mut b.x[i * dim..(i + 1) * dim]);
+    }
+    let xq = &mut b.xq[..n];
+    for (l, lw) in w.layers.iter().enumerate() {
+        // Attention.
+        rmsnorm_rows(be, &mut b.xb[..n * dim], &b.x[..n * dim], lw.attn_norm, cfg);
+        prepare_rows(be, &[&lw.wq, &lw.wk, &lw.wv], &b.xb[..n * dim], xq);
+        linear_rows(be, &lw.wq, &b.xb[..n * dim], xq, &mut b.q[..n * qd]);
+        linear_rows(be, &lw.wk, &b.xb[..n * dim], xq, &mut b.k[..n * kvd]);
+        linear_rows(be, &lw.wv, &b.xb[..n * dim], xq, &mut b.v[..n * kvd]);
+        for i in 0..n {
+            rope_angles(s, pos + i);
+            be.rope(
+                &mut b.q[i * qd..(i + 1) * qd],
+                hd,
+                &s.cos,
+                &s.sin,
+                cfg.rope_style,
+            );
+            be.rope(
+                &mut b.k[i * kvd..(i + 1) * kvd],
+                hd,
+                &s.cos,
+                &s.sin,
+                cfg.rope_style,
+            );
+            for h in 0..cfg.n_kv_heads {
+                let at = s.cache_base(cfg, l, h) + (pos + i) * hd;
+                let from = i * kvd + h * hd;
+                s.key_cache[at..at + hd].copy_from_slice(&b.k[from..from + hd]);
+                s.value_cache[at..at + hd].copy_from_slice(&b.v[from..from + hd]);
+            }
+        }
+        for i in 0..n {
+            let seen = pos + i + 1;
+            for h in 0..cfg.n_heads {
+                let base = s.cache_base(cfg, l, h / cfg.group_size());
+                let keys = &s.key_cache[base..base + seen * hd];
+                let values = &s.value_cache[base..base + seen * hd];
+                let att = &mut s.att[..seen];
+                let at = i * qd + h * hd;
+                be.attn_scores(&b.q[at..at + hd], keys, hd, scale, att);
+                be.softmax(att);
+                be.attn_values(att, values, hd, &mut b.attn_out[at..at + hd]);
+            }
+        }
+        prepare_rows(be, &[&lw.wo], &b.attn_out[..n * qd], xq);
+        linear_rows(
+            be,
+            &lw.wo,
+            &b.attn_out[..n * qd],
+            xq,
+            &mut b.proj[..n * dim],
+        );
+        be.add(&mut b.x[..n * dim], &b.proj[..n * dim]);
+        // Feed-forward.
+        rmsnorm_rows(be, &mut b.xb[..n * dim], &b.x[..n * dim], lw.ffn_norm, cfg);
+        prepare_rows(be, &[&lw.w_gate, &lw.w_up], &b.xb[..n * dim], xq);
+        linear_rows(be, &lw.w_gate, &b.xb[..n * dim], xq, &mut b.hb[..n * hid]);
+        linear_rows(be, &lw.w_up, &b.xb[..n * dim], xq, &mut b.hb2[..n * hid]);
+        be.swiglu(&mut b.hb[..n * hid], &b.hb2[..n * hid]);
+        prepare_rows(be, &[&lw.w_down], &b.hb[..n * hid], xq);
+        linear_rows(be, &lw.w_down, &b.hb[..n * hid], xq, &mut b.proj[..n * dim]);
+        be.add(&mut b.x[..n * dim], &b.proj[..n * dim]);
+    }
+    match logits {
+        Logits::None => {}
+        Logits::Last => {
+            s.x.copy_from_slice(&b.x[(n - 1) * dim..n * dim]);
+            be.rmsnorm(&mut s.xb, &s.x, w.output_norm, cfg.rms_eps);
+            prepare(be, &[&w.output], &s.xb, &mut s.xq);
+            linear(be, &w.output, &s.xb, &s.xq, &mut s.logits);
+        }
+        Logits::All => {
+            let vocab = cfg.vocab_size;
+            b.logits.resize(b.capacity * vocab, 0.0);
+            rmsnorm_rows(
+                be,
+                &mut b.xb[..n * dim],
+                &b.x[..n * dim],
+                w.output_norm,
+                cfg,
+            );
+            prepare_rows(be, &[&w.output], &b.xb[..n * dim], xq);
+            linear_rows(
+                be,
+                &w.output,
+                &b.xb[..n * dim],
+                xq,
+                &mut b.logits[..n * vocab],
+            );
+        }
+    }
+}
+
+/// The RoPE cosines and sines of position `pos` into `s.cos`, `s.sin`.
+#[inline]
+fn rope_angles(s: &mut RunState, pos: usize) {
+    for (i, f) in s.inv_freq.iter().enumerate() {
+        let angle = pos as f64 * f;
+        s.cos[i] = angle.cos() as f32;
+        s.sin[i] = angle.sin() as f32;
+    }
+}
+
+/// [`Backend::rmsnorm`] of every row of `x` (rows of `weight.len()`).
+#[inline]
+fn rmsnorm_rows<B: Backend + ?Sized>(
+    be: &B,
+    out: &mut [f32],
+    x: &[f32],
+    weight: &[f32],
+    cfg: &Config,
+) {
+    let d = weight.len();
+    for (o, xi) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        be.rmsnorm(o, xi, weight, cfg.rms_eps);
+    }
+}
+
+/// [`prepare`] for every row of `x` (`xq.len()` rows).
+#[inline]
+fn prepare_rows<B: Backend + ?Sized>(be: &B, readers: &[&Matrix<'_>], x: &[f32], xq: &mut [Q8Vec]) {
+    if readers.iter().any(|m| m.is_quantized()) {
+        let k = x.len() / xq.len();
+        for (q, xi) in xq.iter_mut().zip(x.chunks_exact(k)) {
+            be.quantize_q8(xi, q);
+        }
+    }
+}
+
+/// [`linear`] for every row of `x`: one [`Backend::matmul`] (or `matmul_q8`).
+#[inline]
+fn linear_rows<B: Backend + ?Sized>(
+    be: &B,
+    w: &Matrix<'_>,
+    x: &[f32],
+    xq: &[Q8Vec],
+    y: &mut [f32],
+) {
+    if w.is_quantized() {
+        be.matmul_q8(w, xq, y);
+    } else {
+        be.matmul(w, x, y);
+    }
 }
 
 /// Quantize `x` into `xq` once if any of the matrices about to read it is quantized.

@@ -28,7 +28,7 @@ pub mod tokenizer;
 mod weights;
 
 pub use config::Config;
-pub use forward::forward;
+pub use forward::{BATCH, Logits, forward, forward_batch};
 pub use generate::{GenerateOptions, Generated, Generation, StopReason};
 pub use model::{Model, Session};
 pub use perplexity::{
@@ -36,7 +36,7 @@ pub use perplexity::{
     token_nll,
 };
 pub use sampler::{Sampler, SamplerConfig, argmax};
-pub use state::RunState;
+pub use state::{BatchState, RunState};
 pub use weights::{LayerWeights, Weights};
 
 use tvl_format::{DType, Layout};

@@ -6,7 +6,9 @@ use tvl_loader::TvlFile;
 use vtc_kernels::Backend;
 
 use crate::tokenizer::{Tokenizer, TokenizerData};
-use crate::{Config, ModelError, RunState, Weights, forward};
+use crate::{
+    BATCH, BatchState, Config, Logits, ModelError, RunState, Weights, forward, forward_batch,
+};
 
 /// A model whose weights are views into a mapped TVL file.
 #[derive(Debug)]
@@ -126,6 +128,10 @@ pub struct Session<'m, B: Backend> {
     model: &'m Model<'m>,
     backend: B,
     state: RunState,
+    /// Buffers of batched runs, allocated by the first one.
+    batch: Option<BatchState>,
+    /// Tokens per batch of `prefill` and `score`.
+    batch_size: usize,
     pos: usize,
 }
 
@@ -141,6 +147,8 @@ impl<'m, B: Backend> Session<'m, B> {
         }
         Ok(Self {
             state: RunState::new(&model.config, max_seq),
+            batch: None,
+            batch_size: BATCH,
             model,
             backend,
             pos: 0,
@@ -165,6 +173,14 @@ impl<'m, B: Backend> Session<'m, B> {
     /// Positions the cache can hold.
     pub fn max_seq(&self) -> usize {
         self.state.max_seq
+    }
+
+    /// Tokens per batch of [`Session::prefill`] and [`Session::score`] ([`BATCH`]
+    /// unless set; at least 1). Smaller batches need less memory, larger ones read
+    /// the weights fewer times per prompt; the logits are the same bits either way.
+    pub fn set_batch_size(&mut self, tokens: usize) {
+        self.batch_size = tokens.max(1);
+        self.batch = None;
     }
 
     /// Forget the sequence (the cache is overwritten as positions are reused).
@@ -196,20 +212,88 @@ impl<'m, B: Backend> Session<'m, B> {
         Ok(&self.state.logits)
     }
 
-    /// Run a sequence of tokens; returns the logits after the last one.
+    /// Run a sequence of tokens (a prompt) at the next positions; returns the logits
+    /// after the last one. The tokens go through the graph in batches of up to
+    /// [`BATCH`] ([`forward_batch`]; see [`Session::set_batch_size`]), each weight
+    /// read once per batch; the logits are
+    /// bit for bit those of [`Session::forward`] token by token.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], ModelError> {
+        self.check_run(tokens)?;
+        let chunks = tokens.chunks(self.batch_size);
+        let last = chunks.len() - 1;
+        for (c, chunk) in chunks.enumerate() {
+            let want = if c == last {
+                Logits::Last
+            } else {
+                Logits::None
+            };
+            self.run_batch(chunk, want);
+        }
+        Ok(&self.state.logits)
+    }
+
+    /// Run `tokens` at the next positions, batched as [`Session::prefill`], and call
+    /// `each(i, logits)` with the logits after `tokens[i]`, for every `i` in order
+    /// (what scoring a text needs: see [`perplexity`](crate::perplexity)).
+    pub fn score(
+        &mut self,
+        tokens: &[u32],
+        each: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<(), ModelError> {
+        self.check_run(tokens)?;
+        let vocab = self.model.config.vocab_size;
+        let size = self.batch_size;
+        for (c, chunk) in tokens.chunks(size).enumerate() {
+            self.run_batch(chunk, Logits::All);
+            let logits = match &self.batch {
+                Some(b) if chunk.len() > 1 => &b.logits[..chunk.len() * vocab],
+                _ => &self.state.logits[..],
+            };
+            for (i, l) in logits.chunks_exact(vocab).enumerate() {
+                each(c * size + i, l);
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks of a batched run: not empty, every token in the vocabulary, room in
+    /// the cache for all of them (before any work is done).
+    fn check_run(&self, tokens: &[u32]) -> Result<(), ModelError> {
         if tokens.is_empty() {
             return Err(ModelError::EmptyPrompt);
+        }
+        let vocab = self.model.config.vocab_size;
+        if let Some(&token) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::TokenOutOfRange { token, vocab });
         }
         if self.pos + tokens.len() > self.state.max_seq {
             return Err(ModelError::ContextFull {
                 max_seq: self.state.max_seq,
             });
         }
-        for &t in tokens {
-            self.forward(t)?;
+        Ok(())
+    }
+
+    /// Run up to `batch_size` checked tokens: one token as [`forward`] (its logits in
+    /// `state.logits` whatever `want` says), more with [`forward_batch`].
+    fn run_batch(&mut self, tokens: &[u32], want: Logits) {
+        let (be, cfg, w, state, pos, size) = (
+            &self.backend,
+            &self.model.config,
+            &self.model.weights,
+            &mut self.state,
+            self.pos,
+            self.batch_size,
+        );
+        if let [token] = tokens {
+            be.scope(&mut || forward(be, cfg, w, state, *token, pos));
+        } else {
+            let batch = self
+                .batch
+                .get_or_insert_with(|| BatchState::new(cfg, size.min(state.max_seq)));
+            be.scope(&mut || forward_batch(be, cfg, w, state, batch, tokens, pos, want));
         }
-        Ok(&self.state.logits)
+        self.pos += tokens.len();
     }
 
     /// The logits of the last forward pass.

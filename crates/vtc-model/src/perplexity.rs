@@ -16,7 +16,8 @@
 //!    ([`PerplexityReport`]).
 //!
 //! The last token of a window only needs to be scored, not run, so a window of `n` tokens
-//! costs `n - 1` forward passes: one per scored token.
+//! runs its first `n - 1` tokens, batched ([`Session::score`]: bit for bit the logits of
+//! running them one at a time).
 //!
 //! ```no_run
 //! let file = tvl_loader::TvlFile::open("model.tvl")?;
@@ -139,15 +140,18 @@ pub fn perplexity<B: Backend>(
     for w in &windows {
         session.reset();
         let window = &ids[w.clone()];
-        for pair in window.windows(2) {
-            let logits = session.forward(pair[0])?;
-            let vocab = logits.len();
-            nll_sum += token_nll(logits, pair[1]).ok_or(ModelError::TokenOutOfRange {
-                token: pair[1],
-                vocab,
-            })?;
+        let mut bad = None;
+        session.score(&window[..window.len() - 1], &mut |i, logits| {
+            let next = window[i + 1];
+            match token_nll(logits, next) {
+                Some(nll) => nll_sum += nll,
+                None => bad = bad.or(Some(next)),
+            }
             done += 1;
             progress(done, total);
+        })?;
+        if let Some(token) = bad {
+            return Err(ModelError::TokenOutOfRange { token, vocab });
         }
     }
     Ok(PerplexityReport {

@@ -87,3 +87,62 @@ impl RunState {
         (layer * cfg.n_kv_heads + kv_head) * self.max_seq * cfg.head_dim
     }
 }
+
+/// Activation buffers of a batch of up to `capacity` consecutive tokens run through
+/// the graph together ([`forward_batch`](crate::forward_batch)): each buffer of
+/// [`RunState`] with one row per token, so every weight matrix is read once per batch.
+/// Allocated once per session, on its first batched run.
+#[derive(Clone, Debug)]
+pub struct BatchState {
+    /// Residual streams, `[capacity][dim]`.
+    pub x: Vec<f32>,
+    /// Normalized inputs, `[capacity][dim]`.
+    pub xb: Vec<f32>,
+    /// Attention outputs, `[capacity][q_dim]`.
+    pub attn_out: Vec<f32>,
+    /// Projection outputs, `[capacity][dim]`.
+    pub proj: Vec<f32>,
+    /// Queries, `[capacity][q_dim]`.
+    pub q: Vec<f32>,
+    /// Keys, `[capacity][kv_dim]`.
+    pub k: Vec<f32>,
+    /// Values, `[capacity][kv_dim]`.
+    pub v: Vec<f32>,
+    /// Feed-forward gates, `[capacity][hidden_dim]`.
+    pub hb: Vec<f32>,
+    /// Feed-forward up projections, `[capacity][hidden_dim]`.
+    pub hb2: Vec<f32>,
+    /// Each token's product input quantized to int8 blocks (for quantized matrices).
+    pub xq: Vec<Q8Vec>,
+    /// Logits of every token of the batch, `[capacity][vocab]`, when asked for
+    /// ([`Logits::All`](crate::Logits::All)); allocated on first use.
+    pub logits: Vec<f32>,
+    /// Tokens per batch.
+    pub capacity: usize,
+}
+
+impl BatchState {
+    /// Buffers for batches of up to `capacity` tokens of `cfg`.
+    pub fn new(cfg: &Config, capacity: usize) -> Self {
+        let rows = |width: usize| vec![0.0; capacity * width];
+        let widest = cfg
+            .dim
+            .max(cfg.hidden_dim)
+            .max(cfg.q_dim())
+            .next_multiple_of(32);
+        Self {
+            x: rows(cfg.dim),
+            xb: rows(cfg.dim),
+            attn_out: rows(cfg.q_dim()),
+            proj: rows(cfg.dim),
+            q: rows(cfg.q_dim()),
+            k: rows(cfg.kv_dim()),
+            v: rows(cfg.kv_dim()),
+            hb: rows(cfg.hidden_dim),
+            hb2: rows(cfg.hidden_dim),
+            xq: (0..capacity).map(|_| Q8Vec::new(widest)).collect(),
+            logits: Vec::new(),
+            capacity,
+        }
+    }
+}

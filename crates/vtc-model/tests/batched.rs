@@ -1,0 +1,122 @@
+//! Batched prompt processing ([`Session::prefill`], [`Session::score`]) gives bit for bit
+//! the logits of running the tokens one at a time, and leaves the KV cache as they do:
+//! every dtype, every backend, 1-4 threads, batch sizes and prompt lengths around the
+//! chunk boundaries.
+
+mod common;
+
+use tvl_loader::TvlFile;
+use vtc_import::convert::OutDType;
+use vtc_kernels::{Backend, Threaded};
+use vtc_model::{Model, Session};
+
+/// A prompt of `n` ids spread over the vocabulary.
+fn ids(n: usize, vocab: usize) -> Vec<u32> {
+    (0..n).map(|i| ((i * 37 + 11) % vocab) as u32).collect()
+}
+
+/// The logits after each token, run one at a time with `forward`.
+fn one_by_one<B: Backend>(model: &Model<'_>, be: B, ids: &[u32]) -> Vec<Vec<f32>> {
+    let mut s = Session::new(model, be, ids.len()).unwrap();
+    ids.iter()
+        .map(|&t| s.forward(t).unwrap().to_vec())
+        .collect()
+}
+
+fn check_backend<B: Backend>(model: &Model<'_>, be: B, want: &[Vec<f32>], ids: &[u32], what: &str) {
+    let max = ids.len();
+    let mut s = Session::new(model, be, max).unwrap();
+    for batch in [1, 2, 5, 16, 64] {
+        s.set_batch_size(batch);
+        for n in [1, 2, 3, 4, 5, 15, 16, 17, 31, 33, max - 1] {
+            s.reset();
+            let got = s.prefill(&ids[..n]).unwrap().to_vec();
+            assert!(
+                got == want[n - 1],
+                "{what}: prefill of {n} in batches of {batch}"
+            );
+            // The cache holds the prompt: the next token decodes as one by one.
+            let next = s.forward(ids[n]).unwrap();
+            assert!(
+                *next == want[n][..],
+                "{what}: token after a prefill of {n} (batch {batch})"
+            );
+        }
+        s.reset();
+        let mut seen = 0;
+        s.score(&ids[..max], &mut |i, logits| {
+            assert_eq!(i, seen, "{what}: score order");
+            assert!(
+                *logits == want[i][..],
+                "{what}: score of token {i} (batch {batch})"
+            );
+            seen += 1;
+        })
+        .unwrap();
+        assert_eq!(seen, max, "{what}: scored tokens");
+    }
+}
+
+#[test]
+fn synthetic_batched_prefill_matches_token_by_token() {
+    for dtype in [
+        OutDType::F32,
+        OutDType::F16,
+        OutDType::Q8_0,
+        OutDType::Q4_0,
+        OutDType::Q4_1,
+    ] {
+        let file = TvlFile::open(common::synthetic_tvl(dtype)).unwrap();
+        let model = Model::load(&file).unwrap();
+        let c = model.config();
+        let ids = ids(c.context_len, c.vocab_size);
+        let want = one_by_one(&model, vtc_kernels::Scalar, &ids);
+        for be in vtc_kernels::available() {
+            let what = format!("{dtype} {}", be.name());
+            if be.name() != "scalar" {
+                // Backends differ from Scalar by rounding, but are exact among themselves.
+                let own = one_by_one(&model, be, &ids);
+                check_backend(&model, be, &own, &ids, &what);
+            } else {
+                check_backend(&model, be, &want, &ids, &what);
+            }
+            for threads in 2..=4 {
+                let t = Threaded::new(be, threads).unwrap();
+                let own = one_by_one(&model, be, &ids);
+                check_backend(&model, &t, &own, &ids, &format!("{what} x{threads}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn synthetic_batched_runs_check_their_input() {
+    let file = TvlFile::open(common::synthetic_tvl(OutDType::Q4_1)).unwrap();
+    let model = Model::load(&file).unwrap();
+    let vocab = model.config().vocab_size;
+    let mut s = Session::new(&model, vtc_kernels::Scalar, 8).unwrap();
+    assert!(matches!(
+        s.prefill(&[]),
+        Err(vtc_model::ModelError::EmptyPrompt)
+    ));
+    let bad = [1, vocab as u32, 2];
+    assert!(matches!(
+        s.prefill(&bad),
+        Err(vtc_model::ModelError::TokenOutOfRange { token, .. }) if token == vocab as u32
+    ));
+    assert!(matches!(
+        s.score(&bad, &mut |_, _| {}),
+        Err(vtc_model::ModelError::TokenOutOfRange { .. })
+    ));
+    assert_eq!(s.pos(), 0, "a refused batch runs nothing");
+    assert!(matches!(
+        s.prefill(&[1; 9]),
+        Err(vtc_model::ModelError::ContextFull { max_seq: 8 })
+    ));
+    s.prefill(&[1; 6]).unwrap();
+    assert!(matches!(
+        s.prefill(&[1; 3]),
+        Err(vtc_model::ModelError::ContextFull { max_seq: 8 })
+    ));
+    assert_eq!(s.pos(), 6);
+}
