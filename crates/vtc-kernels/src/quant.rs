@@ -109,6 +109,15 @@ pub(crate) trait QuantKernels: Copy {
     fn quantize_q8(self, x: &[f32], out: &mut Q8Vec);
     /// [`Backend::matvec_q8`](crate::Backend::matvec_q8).
     fn matvec_q8(self, w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]);
+    /// [`Backend::matmul_q8`](crate::Backend::matmul_q8); by default one
+    /// [`QuantKernels::matvec_q8`] per input.
+    fn matmul_q8(self, w: &Matrix<'_>, x: &[Q8Vec], y: &mut [f32]) {
+        let m = w.rows();
+        assert_eq!(y.len(), x.len() * m, "matmul_q8: y length");
+        for (t, xt) in x.iter().enumerate() {
+            self.matvec_q8(w, xt, &mut y[t * m..(t + 1) * m]);
+        }
+    }
 }
 
 /// `d` and `1 / d` of a block whose largest magnitude is `amax` (canonical).
@@ -161,6 +170,19 @@ pub(crate) fn check<'a>(w: &Matrix<'a>, x: &Q8Vec, y: &[f32]) -> QuantArgs<'a> {
     };
     assert_eq!(x.len(), g.cols, "matvec_q8: x length");
     assert_eq!(y.len(), g.rows, "matvec_q8: y length");
+    QuantArgs { q, g }
+}
+
+/// Check the shapes of `Y = X Wᵀ` for a quantized `W` and the inputs `x`.
+pub(crate) fn check_batch<'a>(w: &Matrix<'a>, x: &[Q8Vec], y: &[f32]) -> QuantArgs<'a> {
+    let (WeightSlice::Quant(q), Geometry::Blocked(g)) = (w.data(), *w.geometry()) else {
+        panic!(
+            "matmul_q8 needs a block-quantized matrix, got {}",
+            w.dtype()
+        );
+    };
+    assert!(x.iter().all(|xt| xt.len() == g.cols), "matmul_q8: x length");
+    assert_eq!(y.len(), x.len() * g.rows, "matmul_q8: y length");
     QuantArgs { q, g }
 }
 

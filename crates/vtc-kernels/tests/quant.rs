@@ -222,6 +222,44 @@ fn matvec_q8_is_bit_identical_everywhere_and_right() {
 }
 
 #[test]
+fn matmul_q8_rows_are_matvec_q8_bit_for_bit() {
+    let mut rng = Rng(13);
+    for dtype in QTYPES {
+        for &(rows, cols) in &[(1, 32), (9, 96), (33, 576), (64, 1536), (0, 64)] {
+            for tile_rows in [8, 4, 3] {
+                let m = QMat::random(dtype, rows, cols, tile_rows, &mut rng, Dist::Unit);
+                let mat = m.matrix();
+                for n in [0, 1, 2, 3, 4, 5, 9] {
+                    let xs: Vec<Q8Vec> = (0..n)
+                        .map(|_| {
+                            let mut x = Q8Vec::new(cols);
+                            Scalar.quantize_q8(&rng.vec(cols, Dist::Wide), &mut x);
+                            x
+                        })
+                        .collect();
+                    let mut want = vec![f32::NAN; n * rows];
+                    for (t, x) in xs.iter().enumerate() {
+                        Scalar.matvec_q8(&mat, x, &mut want[t * rows..(t + 1) * rows]);
+                    }
+                    let what = format!("{dtype} {rows}x{cols} R={tile_rows} n={n}");
+                    for be in backends() {
+                        let mut y = vec![f32::NAN; n * rows];
+                        be.matmul_q8(&mat, &xs, &mut y);
+                        same_bits(&format!("{} {what}", be.name()), &y, &want);
+                        for threads in [2, 3] {
+                            let t = vtc_kernels::Threaded::new(&be, threads).unwrap();
+                            let mut y = vec![f32::NAN; n * rows];
+                            t.matmul_q8(&mat, &xs, &mut y);
+                            same_bits(&format!("{} x{threads} {what}", be.name()), &y, &want);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn extreme_quants_do_not_saturate() {
     // Q8_0 weights of -128 (GGUF files may hold them) against activations of -127:
     // every pair product is 16256, the block dot 520192, far past i16.
@@ -268,6 +306,17 @@ fn extreme_quants_do_not_saturate() {
                 let mut y = vec![0.0; rows];
                 be.matvec_q8(&m.matrix(), &x, &mut y);
                 same_bits(&format!("{} {dtype} sign {sign}", be.name()), &y, &want);
+                // The batched kernel, with the extreme input in every register slot.
+                let batch = vec![x.clone(); 5];
+                let mut y = vec![0.0; 5 * rows];
+                be.matmul_q8(&m.matrix(), &batch, &mut y);
+                for (t, yt) in y.chunks_exact(rows).enumerate() {
+                    same_bits(
+                        &format!("{} {dtype} sign {sign} batch {t}", be.name()),
+                        yt,
+                        &want,
+                    );
+                }
             }
         }
     }

@@ -281,6 +281,47 @@ fn check_partitions(b: &dyn Backend, t: &Tiled, x: &[f32]) -> Result<(), String>
     Ok(())
 }
 
+/// A batched product gives each of its `n` inputs the bits of that input's own
+/// matvec, on the backend alone and split over 2 threads.
+fn check_matmul(b: &dyn Backend, t: &Tiled, xs: &[f32], n: usize) -> Result<(), String> {
+    let m = t.matrix();
+    let (rows, cols) = (t.rows, t.cols);
+    let mut want = vec![f32::NAN; n * rows];
+    for i in 0..n {
+        b.matvec(
+            &m,
+            &xs[i * cols..(i + 1) * cols],
+            &mut want[i * rows..(i + 1) * rows],
+        );
+    }
+    let what = format!("{} {} batch {n}", b.name(), t.describe());
+    let mut y = vec![f32::NAN; n * rows];
+    b.matmul(&m, &xs[..n * cols], &mut y);
+    same_bits(&what, &y, &want)?;
+    let threaded = vtc_kernels::Threaded::new(b, 2).map_err(|e| e.to_string())?;
+    let mut y = vec![f32::NAN; n * rows];
+    threaded.matmul(&m, &xs[..n * cols], &mut y);
+    same_bits(&format!("{what} x2"), &y, &want)
+}
+
+#[test]
+fn matmul_rows_are_matvec_bit_for_bit() {
+    let mut rng = Rng(4);
+    for b in backends() {
+        for dtype in [DType::F32, DType::F16] {
+            for &tile_rows in &[1, 3, 4, 5] {
+                for &(rows, cols) in &[(1, 33), (7, 65), (29, 576), (9, 127), (13, 0)] {
+                    let t = Tiled::new(rows, cols, tile_rows, dtype, &mut rng, Dist::Wide);
+                    let xs = rng.vec(5 * cols, Dist::Wide);
+                    for n in 0..=5 {
+                        check_matmul(b, &t, &xs, n).unwrap();
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn matvec_sub_tiles_are_bit_identical_to_the_whole() {
     let mut rng = Rng(3);
@@ -397,9 +438,11 @@ proptest! {
         let mut rng = Rng(seed);
         let t = Tiled::new(rows, cols, tile_rows, dtype, &mut rng, dist);
         let x = rng.vec(cols, dist);
+        let batch = rng.vec(3 * cols, dist);
         for b in backends() {
             check_matvec(b, &t, &x).map_err(fail)?;
             check_partitions(b, &t, &x).map_err(fail)?;
+            check_matmul(b, &t, &batch, 3).map_err(fail)?;
         }
     }
 }

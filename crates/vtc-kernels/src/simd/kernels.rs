@@ -206,6 +206,21 @@ struct Cols {
 }
 
 impl Cols {
+    /// `x` (`g.cols` floats) read in chunks of `c`, its last partial chunk copied into
+    /// `tail` (zero-padded).
+    #[inline(always)]
+    fn new(x: &[f32], g: &TileGeometry, c: usize, tail: &mut [f32; MAX_CHUNK]) -> Self {
+        let full = g.cols / c;
+        tail[..g.cols - full * c].copy_from_slice(&x[full * c..]);
+        tail[g.cols - full * c..].fill(0.0);
+        Cols {
+            x: x.as_ptr(),
+            tail: tail.as_ptr(),
+            full,
+            n_chunks: g.n_chunks(),
+        }
+    }
+
     /// Chunk `k < n_chunks`: `CHUNK` readable floats.
     #[inline(always)]
     fn chunk<W: Weight>(&self, k: usize) -> *const f32 {
@@ -217,6 +232,20 @@ impl Cols {
     }
 }
 
+/// The geometry and data of a float matrix, after the checks every product relies on.
+#[inline(always)]
+fn tiled<'a, W: Weight>(data: &'a [W], g: &TileGeometry) -> &'a [W] {
+    const { assert!(W::CHUNK.is_multiple_of(PARTIALS) && W::CHUNK <= MAX_CHUNK) };
+    assert_eq!(g.chunk, W::CHUNK, "matvec: chunk size");
+    // `Matrix::new` guarantees this; every load of the products relies on it.
+    assert_eq!(
+        Some(data.len()),
+        g.n_tiles().checked_mul(g.tile_elems()),
+        "matvec: weight length"
+    );
+    data
+}
+
 /// `y = W x` over the row-tiled layout.
 #[inline(always)]
 pub(crate) fn matvec<S: Simd, const ACC: usize>(s: S, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) {
@@ -226,8 +255,8 @@ pub(crate) fn matvec<S: Simd, const ACC: usize>(s: S, w: &Matrix<'_>, x: &[f32],
     assert_eq!(x.len(), g.cols, "matvec: x length");
     assert_eq!(y.len(), g.rows, "matvec: y length");
     match w.data() {
-        WeightSlice::F32(d) => matvec_typed::<S, f32, ACC>(s, d, &g, x, y),
-        WeightSlice::F16(d) => matvec_typed::<S, f16, ACC>(s, d, &g, x, y),
+        WeightSlice::F32(d) => matvec_typed::<S, f32, ACC>(s, tiled(d, &g), &g, x, y),
+        WeightSlice::F16(d) => matvec_typed::<S, f16, ACC>(s, tiled(d, &g), &g, x, y),
         WeightSlice::Quant(_) => unreachable!("quantized data has a block geometry"),
     }
 }
@@ -245,65 +274,128 @@ fn matvec_typed<S: Simd, W: Weight, const ACC: usize>(
     x: &[f32],
     y: &mut [f32],
 ) {
-    const { assert!(W::CHUNK.is_multiple_of(PARTIALS) && W::CHUNK <= MAX_CHUNK) };
-    assert_eq!(g.chunk, W::CHUNK, "matvec: chunk size");
     let (rt, c) = (g.tile_rows, W::CHUNK);
     let te = g.tile_elems();
-    // `Matrix::new` guarantees this; every load below relies on it.
-    assert_eq!(
-        Some(data.len()),
-        g.n_tiles().checked_mul(te),
-        "matvec: weight length"
-    );
-    let full = g.cols / c;
     let mut tail = [0.0f32; MAX_CHUNK];
-    tail[..g.cols - full * c].copy_from_slice(&x[full * c..]);
-    let cols = Cols {
-        x: x.as_ptr(),
-        tail: tail.as_ptr(),
-        full,
-        n_chunks: g.n_chunks(),
-    };
+    let cols = [Cols::new(x, g, c, &mut tail)];
     let stride = rt * c;
     // `y` has `rows <= n_tiles * rt` entries, so tile `t` below is < n_tiles.
     for (t, yt) in y.chunks_mut(rt).enumerate() {
         for (gi, yg) in yt.chunks_mut(4).enumerate() {
             // SAFETY: group `gi` of tile `t` starts at row `4 gi < rt` of a tile inside
-            // `data` (`t < n_tiles`, length checked above); for every chunk `k <
+            // `data` (`t < n_tiles`, length checked by `tiled`); for every chunk `k <
             // n_chunks` and row `r < yg.len() <= rt - 4 gi` of the group, the CHUNK
             // elements at `w + k * stride + r * CHUNK` lie in that tile.
             unsafe {
                 let w = data.as_ptr().add(t * te + gi * 4 * c);
                 match yg.len() {
-                    4 => yg.copy_from_slice(&rows::<S, W, 4, ACC>(s, w, stride, &cols)),
-                    3 => yg.copy_from_slice(&rows::<S, W, 3, ACC>(s, w, stride, &cols)),
-                    2 => yg.copy_from_slice(&rows::<S, W, 2, ACC>(s, w, stride, &cols)),
-                    _ => yg.copy_from_slice(&rows::<S, W, 1, ACC>(s, w, stride, &cols)),
+                    4 => yg.copy_from_slice(&rows::<S, W, 4, 1, ACC>(s, w, stride, &cols)[0]),
+                    3 => yg.copy_from_slice(&rows::<S, W, 3, 1, ACC>(s, w, stride, &cols)[0]),
+                    2 => yg.copy_from_slice(&rows::<S, W, 2, 1, ACC>(s, w, stride, &cols)[0]),
+                    _ => yg.copy_from_slice(&rows::<S, W, 1, 1, ACC>(s, w, stride, &cols)[0]),
                 }
             }
         }
     }
 }
 
-/// Dot products of `G` rows of one tile with `x`: per chunk, the chunk of `x` is
-/// loaded once (`ACC` vectors at a time) and multiplied into the `G` rows, each with
-/// `ACC` independent accumulators (`G * ACC` FMA chains hide the FMA latency).
+/// `Y = X Wᵀ` over the row-tiled layout, for the inputs stored one after another in
+/// `x`: row `t` of `y` is bit for bit [`matvec`] of row `t` of `x`.
+#[inline(always)]
+pub(crate) fn matmul<S: Simd, const ACC: usize>(s: S, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) {
+    let Geometry::Tiled(g) = *w.geometry() else {
+        panic!("matmul of a block-quantized matrix: use matmul_q8");
+    };
+    let n = crate::batch_len(w, x.len(), y.len(), "matmul");
+    if n == 0 || g.rows == 0 {
+        return;
+    }
+    match w.data() {
+        WeightSlice::F32(d) => matmul_typed::<S, f32, ACC>(s, tiled(d, &g), &g, n, x, y),
+        WeightSlice::F16(d) => matmul_typed::<S, f16, ACC>(s, tiled(d, &g), &g, n, x, y),
+        WeightSlice::Quant(_) => unreachable!("quantized data has a block geometry"),
+    }
+}
+
+/// The tiled GEMM: tile after tile, each read from memory once; within a tile, pairs
+/// of rows times pairs of inputs ([`rows`] with `G = T = 2`: each weight vector loaded
+/// once for two inputs, each input vector once for two rows). Every row of every input
+/// goes through the operations of [`matvec_typed`], so the bits are the same.
+#[inline(always)]
+fn matmul_typed<S: Simd, W: Weight, const ACC: usize>(
+    s: S,
+    data: &[W],
+    g: &TileGeometry,
+    n: usize,
+    x: &[f32],
+    y: &mut [f32],
+) {
+    let (rt, c, m, k) = (g.tile_rows, W::CHUNK, g.rows, g.cols);
+    let (te, stride) = (g.tile_elems(), rt * c);
+    let mut tails = [[0.0f32; MAX_CHUNK]; 2];
+    for t in 0..g.n_tiles() {
+        let here = rt.min(m - t * rt);
+        let mut i = 0;
+        while i < n {
+            let pair = n - i >= 2;
+            let [t0, t1] = &mut tails;
+            let cols = [
+                Cols::new(&x[i * k..(i + 1) * k], g, c, t0),
+                Cols::new(
+                    &x[(i + pair as usize) * k..(i + 1 + pair as usize) * k],
+                    g,
+                    c,
+                    t1,
+                ),
+            ];
+            let mut r = 0;
+            while r < here {
+                let two = here - r >= 2;
+                // SAFETY: rows `r .. r + 1 + two` of tile `t < n_tiles` are inside `data`
+                // (length checked by `tiled`); for every chunk `k < n_chunks` and row
+                // `j` of the group the CHUNK elements at `w + k * stride + j * CHUNK`
+                // lie in that tile. `cols` are whole inputs (`Cols::new`).
+                let out = unsafe {
+                    let w = data.as_ptr().add(t * te + r * c);
+                    if two {
+                        rows::<S, W, 2, 2, ACC>(s, w, stride, &cols)
+                    } else {
+                        let o = rows::<S, W, 1, 2, ACC>(s, w, stride, &cols);
+                        [[o[0][0], 0.0], [o[1][0], 0.0]]
+                    }
+                };
+                let g_rows = 1 + two as usize;
+                for (j, o) in out.iter().enumerate().take(1 + pair as usize) {
+                    let at = (i + j) * m + t * rt + r;
+                    y[at..at + g_rows].copy_from_slice(&o[..g_rows]);
+                }
+                r += g_rows;
+            }
+            i += 1 + pair as usize;
+        }
+    }
+}
+
+/// Dot products of `G` rows of one tile with each of the `T` inputs `cols`: per chunk,
+/// each input's chunk is loaded once (`ACC` vectors at a time) and each row's weights
+/// once, multiplied into `G * T` dot products with `ACC` independent accumulators each
+/// (`G * T * ACC` FMA chains hide the FMA latency). Result `[t][r]` is row `r` times
+/// input `t`; its operations do not depend on `G` or `T`.
 ///
 /// # Safety
 /// For every chunk `k < cols.n_chunks` and row `r < G`, `w + k * stride + r * CHUNK`
-/// must be valid for reads of `CHUNK` elements.
+/// must be valid for reads of `CHUNK` elements; all `cols` have the same `n_chunks`.
 #[inline(always)]
-unsafe fn rows<S: Simd, W: Weight, const G: usize, const ACC: usize>(
+unsafe fn rows<S: Simd, W: Weight, const G: usize, const T: usize, const ACC: usize>(
     s: S,
     w: *const W,
     stride: usize,
-    cols: &Cols,
-) -> [f32; G] {
+    cols: &[Cols; T],
+) -> [[f32; G]; T] {
     const { assert!(ACC * S::LANES == PARTIALS) };
     let l = S::LANES;
-    let mut acc = [[s.splat(0.0); ACC]; G];
-    for k in 0..cols.n_chunks {
-        let xk = cols.chunk::<W>(k);
+    let mut acc = [[[s.splat(0.0); ACC]; G]; T];
+    for k in 0..cols[0].n_chunks {
         let wk = w.wrapping_add(k * stride);
         // One prefetch per 64-byte line of this chunk's rows, `W::PREFETCH` bytes ahead
         // (past the end of the matrix it is a harmless hint).
@@ -312,25 +404,32 @@ unsafe fn rows<S: Simd, W: Weight, const G: usize, const ACC: usize>(
             s.prefetch(ahead.wrapping_add(line * 64));
         }
         for b in 0..W::CHUNK / PARTIALS {
-            let mut xv = [s.splat(0.0); ACC];
-            for j in 0..ACC {
-                // SAFETY: `xk` is a whole chunk of `x` (`Cols::chunk`), and
-                // `b * PARTIALS + (j + 1) * LANES <= CHUNK`.
-                xv[j] = unsafe { s.loadu(xk.add(b * PARTIALS + j * l)) };
+            let mut xv = [[s.splat(0.0); ACC]; T];
+            for t in 0..T {
+                let xk = cols[t].chunk::<W>(k);
+                for j in 0..ACC {
+                    // SAFETY: `xk` is a whole chunk of an input (`Cols::chunk`), and
+                    // `b * PARTIALS + (j + 1) * LANES <= CHUNK`.
+                    xv[t][j] = unsafe { s.loadu(xk.add(b * PARTIALS + j * l)) };
+                }
             }
             for r in 0..G {
                 for j in 0..ACC {
                     // SAFETY: chunk `k` of row `r` is readable (the caller's contract)
                     // and the vector lies inside it, as above.
                     let wv = unsafe { W::load(s, wk.add(r * W::CHUNK + b * PARTIALS + j * l)) };
-                    acc[r][j] = s.fma(wv, xv[j], acc[r][j]);
+                    for t in 0..T {
+                        acc[t][r][j] = s.fma(wv, xv[t][j], acc[t][r][j]);
+                    }
                 }
             }
         }
     }
-    let mut out = [0.0f32; G];
-    for r in 0..G {
-        out[r] = reduce_acc(s, acc[r]);
+    let mut out = [[0.0f32; G]; T];
+    for t in 0..T {
+        for r in 0..G {
+            out[t][r] = reduce_acc(s, acc[t][r]);
+        }
     }
     out
 }

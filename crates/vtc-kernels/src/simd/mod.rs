@@ -157,12 +157,26 @@ macro_rules! simd_backend {
                 unsafe { imp(*self, w, x, y) }
             }
 
+            fn matmul(&self, w: &$crate::Matrix<'_>, x: &[f32], y: &mut [f32]) {
+                #[target_feature(enable = $feat)]
+                fn imp(s: $ty, w: &$crate::Matrix<'_>, x: &[f32], y: &mut [f32]) {
+                    $crate::simd::kernels::matmul::<$ty, $acc>(s, w, x, y)
+                }
+                // SAFETY: `self` is a value of the backend type, which only its constructor
+                // creates, once the CPU is known to have every feature in `$feat`.
+                unsafe { imp(*self, w, x, y) }
+            }
+
             fn quantize_q8(&self, x: &[f32], out: &mut $crate::Q8Vec) {
                 $crate::quant::QuantKernels::quantize_q8(*self, x, out)
             }
 
             fn matvec_q8(&self, w: &$crate::Matrix<'_>, x: &$crate::Q8Vec, y: &mut [f32]) {
                 $crate::quant::QuantKernels::matvec_q8(*self, w, x, y)
+            }
+
+            fn matmul_q8(&self, w: &$crate::Matrix<'_>, x: &[$crate::Q8Vec], y: &mut [f32]) {
+                $crate::quant::QuantKernels::matmul_q8(*self, w, x, y)
             }
 
             fn rmsnorm(&self, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
