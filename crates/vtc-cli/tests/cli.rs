@@ -137,3 +137,59 @@ fn verify_checks_every_tensor_and_names_a_damaged_one() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("checksum") && err.contains("SIGBUS"), "{err}");
 }
+
+#[test]
+fn bench_json_has_one_row_per_test_and_thread_count() {
+    let (_dir, model) = converted("q4_1");
+    let o = vtc(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "-p",
+        "8,40",
+        "-n",
+        "4",
+        "-t",
+        "1,2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let mut seen: Vec<(u64, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["threads"].as_u64().unwrap(),
+                r["test"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let want: Vec<(u64, String)> = [1, 2]
+        .into_iter()
+        .flat_map(|t| ["pp40", "pp8", "tg4"].map(|s| (t, s.to_string())))
+        .collect();
+    assert_eq!(seen, want);
+    let whole = rows.iter().find(|r| r["test"] == "tg4").unwrap()["weight_bytes_per_token"]
+        .as_u64()
+        .unwrap();
+    for r in &rows {
+        for key in ["tok_s", "bandwidth_gb_s", "fraction_of_limit"] {
+            let v = r[key].as_f64().unwrap_or(f64::NAN);
+            assert!(v > 0.0 && v.is_finite(), "{key} = {v} in {r}");
+        }
+        assert!(r["backend"].is_string(), "{r}");
+        // A prompt of p tokens reads the weights once per batch of up to 64.
+        let bytes = r["weight_bytes_per_token"].as_u64().unwrap();
+        let expect = match r["test"].as_str().unwrap() {
+            "pp8" => whole as f64 / 8.0,
+            "pp40" => whole as f64 / 40.0,
+            _ => whole as f64,
+        };
+        assert!((bytes as f64 - expect).abs() <= 1.0, "{r}");
+    }
+}
