@@ -26,9 +26,9 @@ fn one_by_one<B: Backend>(model: &Model<'_>, be: B, ids: &[u32]) -> Vec<Vec<f32>
 fn check_backend<B: Backend>(model: &Model<'_>, be: B, want: &[Vec<f32>], ids: &[u32], what: &str) {
     let max = ids.len();
     let mut s = Session::new(model, be, max).unwrap();
-    for batch in [1, 2, 5, 16, 64] {
+    for batch in [1, 5, 16, 64] {
         s.set_batch_size(batch);
-        for n in [1, 2, 3, 4, 5, 15, 16, 17, 31, 33, max - 1] {
+        for n in [1, 2, 5, 16, 17, 33, max - 1] {
             s.reset();
             let got = s.prefill(&ids[..n]).unwrap().to_vec();
             assert!(
@@ -70,20 +70,15 @@ fn synthetic_batched_prefill_matches_token_by_token() {
         let model = Model::load(&file).unwrap();
         let c = model.config();
         let ids = ids(c.context_len, c.vocab_size);
-        let want = one_by_one(&model, vtc_kernels::Scalar, &ids);
         for be in vtc_kernels::available() {
+            // Backends differ from each other by rounding, so each is checked against
+            // its own token-by-token logits (their agreement is other tests' business).
+            let want = one_by_one(&model, be, &ids);
             let what = format!("{dtype} {}", be.name());
-            if be.name() != "scalar" {
-                // Backends differ from Scalar by rounding, but are exact among themselves.
-                let own = one_by_one(&model, be, &ids);
-                check_backend(&model, be, &own, &ids, &what);
-            } else {
-                check_backend(&model, be, &want, &ids, &what);
-            }
+            check_backend(&model, be, &want, &ids, &what);
             for threads in 2..=4 {
                 let t = Threaded::new(be, threads).unwrap();
-                let own = one_by_one(&model, be, &ids);
-                check_backend(&model, &t, &own, &ids, &format!("{what} x{threads}"));
+                check_backend(&model, &t, &want, &ids, &format!("{what} x{threads}"));
             }
         }
     }
