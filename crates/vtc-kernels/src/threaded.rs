@@ -22,6 +22,12 @@ use rayon::ThreadPool;
 
 use crate::{Backend, KernelError, Matrix, Q8Vec, RopeStyle, batch_len};
 
+/// Parts per thread of a batched product (see `Threaded::batch_parts`).
+const BATCH_PARTS_PER_THREAD: usize = 4;
+
+/// Fewest inputs per part of a batched product: the quantized kernels' register block.
+const MIN_BATCH_PART: usize = 4;
+
 /// A backend whose matrix-vector products run on `threads` threads.
 pub struct Threaded<B> {
     inner: B,
@@ -82,6 +88,17 @@ impl<B: Backend> Threaded<B> {
             || self.split(&l, yl, left_parts, f),
             || self.split(&r, yr, parts - left_parts, f),
         );
+    }
+
+    /// Parts a batch of `n` inputs is cut into: [`BATCH_PARTS_PER_THREAD`] per thread,
+    /// each of at least [`MIN_BATCH_PART`] inputs where the batch allows. More parts
+    /// than threads let a thread that finishes early take over parts another thread
+    /// has not started (for example one sharing its core with another process), at the
+    /// cost of reading the weights once more per part.
+    fn batch_parts(&self, n: usize) -> usize {
+        (self.threads * BATCH_PARTS_PER_THREAD)
+            .min(n / MIN_BATCH_PART)
+            .max(self.threads)
     }
 
     /// `f(inputs, their rows of y)` over `parts` contiguous ranges of a batch's `n`
@@ -148,7 +165,7 @@ impl<B: Backend> Backend for Threaded<B> {
             return self.matvec(w, x, y);
         }
         let k = w.cols();
-        self.split_batch(0..n, w.rows(), y, self.threads, &|r, ys| {
+        self.split_batch(0..n, w.rows(), y, self.batch_parts(n), &|r, ys| {
             self.inner.matmul(w, &x[r.start * k..r.end * k], ys)
         });
     }
@@ -159,9 +176,13 @@ impl<B: Backend> Backend for Threaded<B> {
         if let [x1] = x {
             return self.matvec_q8(w, x1, y);
         }
-        self.split_batch(0..x.len(), w.rows(), y, self.threads, &|r, ys| {
-            self.inner.matmul_q8(w, &x[r], ys)
-        });
+        self.split_batch(
+            0..x.len(),
+            w.rows(),
+            y,
+            self.batch_parts(x.len()),
+            &|r, ys| self.inner.matmul_q8(w, &x[r], ys),
+        );
     }
 
     fn rmsnorm(&self, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
