@@ -635,9 +635,10 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
             "rope.freq_base {rope_theta} is not positive"
         )));
     }
-    if !(rms_eps.is_finite() && rms_eps >= 0.0) {
+    // > 0, as the model requires: RMSNorm of a zero vector divides by sqrt(eps).
+    if !(rms_eps.is_finite() && rms_eps > 0.0) {
         return Err(invalid(format!(
-            "layer_norm_rms_epsilon {rms_eps} is not a non-negative number"
+            "layer_norm_rms_epsilon {rms_eps} is not a positive number"
         )));
     }
 

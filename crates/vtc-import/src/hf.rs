@@ -707,6 +707,28 @@ impl Weights {
         Ok(Self { shards, index })
     }
 
+    /// Fail unless tensor `name` is present with `shape`: looks at the headers only.
+    fn check_shape(&self, gguf_name: &str, name: &str, shape: &[u64]) -> Result<(), ImportError> {
+        let info = self
+            .index
+            .get(name)
+            .and_then(|&i| self.shards[i].meta.info(name))
+            .ok_or_else(|| ImportError::MissingTensor {
+                name: gguf_name.into(),
+            })?;
+        if info.shape.len() != shape.len()
+            || info.shape.iter().zip(shape).any(|(&a, &b)| a as u64 != b)
+        {
+            return Err(HfError::Shape {
+                tensor: name.into(),
+                expected: shape.to_vec(),
+                found: info.shape.clone(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     fn get(&self, name: &str, shape: &[u64]) -> Result<Option<Values>, ImportError> {
         match self.index.get(name) {
             None => Ok(None),
@@ -758,6 +780,13 @@ pub fn convert_dir(
         // No separate head in the checkpoint: it is tied (as transformers does).
         config.tied_output = 1;
     }
+    // The embedding table first: its bytes bound `vocab_size` by the file size before the
+    // tokenizer allocates a slot per token (a 200-byte config cannot claim 2^20 tokens).
+    weights.check_shape(
+        "token_embd.weight",
+        "model.embed_tokens.weight",
+        &[u64::from(config.vocab_size), u64::from(config.dim)],
+    )?;
     let tables = tokenizer(dir, &config_doc, &mut config)?;
     let expected: HashMap<String, Vec<u64>> = crate::convert::expected_tensors(&config)
         .map(|(n, s, _)| (n, s))

@@ -385,61 +385,97 @@ fn groups(h: &Header) -> Vec<(&'static str, usize, u64)> {
     g
 }
 
-impl Checkpoint {
-    /// Locate every tensor of the checkpoint in `bytes` (the whole file), checking that
-    /// the file is exactly as long as the header implies.
-    pub fn parse(bytes: &[u8]) -> Result<Self, Llama2cError> {
-        let (header, mut at) = Header::parse(bytes)?;
-        let mut tensors = Vec::new();
-        // All sizes are below 2^20 each, so products of three fit u64 and usize on 64-bit;
-        // sums are checked.
-        let overflow = || Llama2cError::SizeMismatch {
-            version: header.version,
-            expected: u64::MAX,
-            found: bytes.len() as u64,
+/// Walk the tensors of a checkpoint from `header_len` on: the end offset of the last
+/// tensor and, with `out`, each tensor's location. Sums are checked (`file_len` only
+/// names the file in the overflow error).
+fn layout(
+    header: &Header,
+    header_len: usize,
+    file_len: usize,
+    mut out: Option<&mut Vec<(String, Loc)>>,
+) -> Result<usize, Llama2cError> {
+    let mut at = header_len;
+    // All sizes are below 2^20 each, so products of three fit u64 and usize on 64-bit;
+    // sums are checked.
+    let overflow = || Llama2cError::SizeMismatch {
+        version: header.version,
+        expected: u64::MAX,
+        found: file_len as u64,
+    };
+    for (name, count, n) in groups(header) {
+        let n = usize::try_from(n).map_err(|_| overflow())?;
+        let norm = name.ends_with("norm") || name == "output_norm.weight" || name.is_empty();
+        let quantized = header.version == 2 && !norm;
+        if quantized && !n.is_multiple_of(header.group_size) {
+            let tensor = if name.contains('.') {
+                name.to_string()
+            } else {
+                format!("blk.0.{name}.weight")
+            };
+            return Err(Llama2cError::GroupSize {
+                tensor,
+                elements: n as u64,
+                group_size: header.group_size as u64,
+            });
+        }
+        let Some(out) = out.as_deref_mut() else {
+            // Sizes only: the whole group at once.
+            let each = if quantized {
+                n.checked_add(n / header.group_size * 4)
+            } else {
+                n.checked_mul(4)
+            };
+            at = each
+                .and_then(|b| b.checked_mul(count))
+                .and_then(|b| at.checked_add(b))
+                .ok_or_else(overflow)?;
+            continue;
         };
-        for (name, count, n) in groups(&header) {
-            let n = usize::try_from(n).map_err(|_| overflow())?;
-            let norm = name.ends_with("norm") || name == "output_norm.weight" || name.is_empty();
-            for layer in 0..count {
-                let full = if name.contains('.') || name.is_empty() {
+        for layer in 0..count {
+            let loc = if quantized {
+                let q = at;
+                let s = q.checked_add(n).ok_or_else(overflow)?;
+                at = s
+                    .checked_add(n / header.group_size * 4)
+                    .ok_or_else(overflow)?;
+                Loc::Q8 { q, s, n }
+            } else {
+                let loc = Loc::F32 { at, n };
+                at = n
+                    .checked_mul(4)
+                    .and_then(|b| at.checked_add(b))
+                    .ok_or_else(overflow)?;
+                loc
+            };
+            if !name.is_empty() {
+                let full = if name.contains('.') {
                     name.to_string()
                 } else {
                     format!("blk.{layer}.{name}.weight")
                 };
-                let loc = if header.version == 2 && !norm {
-                    let gs = header.group_size;
-                    if !n.is_multiple_of(gs) {
-                        return Err(Llama2cError::GroupSize {
-                            tensor: full,
-                            elements: n as u64,
-                            group_size: gs as u64,
-                        });
-                    }
-                    let q = at;
-                    let s = q.checked_add(n).ok_or_else(overflow)?;
-                    at = s.checked_add(n / gs * 4).ok_or_else(overflow)?;
-                    Loc::Q8 { q, s, n }
-                } else {
-                    let loc = Loc::F32 { at, n };
-                    at = n
-                        .checked_mul(4)
-                        .and_then(|b| at.checked_add(b))
-                        .ok_or_else(overflow)?;
-                    loc
-                };
-                if !name.is_empty() {
-                    tensors.push((full, loc));
-                }
+                out.push((full, loc));
             }
         }
-        if at != bytes.len() {
+    }
+    Ok(at)
+}
+
+impl Checkpoint {
+    /// Locate every tensor of the checkpoint in `bytes` (the whole file), checking that
+    /// the file is exactly as long as the header implies. The length is checked before
+    /// anything is allocated: a 28-byte header claiming 2^20 layers costs nothing.
+    pub fn parse(bytes: &[u8]) -> Result<Self, Llama2cError> {
+        let (header, header_len) = Header::parse(bytes)?;
+        let expected = layout(&header, header_len, bytes.len(), None)?;
+        if expected != bytes.len() {
             return Err(Llama2cError::SizeMismatch {
                 version: header.version,
-                expected: at as u64,
+                expected: expected as u64,
                 found: bytes.len() as u64,
             });
         }
+        let mut tensors = Vec::new();
+        layout(&header, header_len, bytes.len(), Some(&mut tensors))?;
         Ok(Self { header, tensors })
     }
 

@@ -494,8 +494,10 @@ impl Tokenizer {
     /// SentencePiece: the space that encoding puts in front of each piece of text (the
     /// dummy prefix) is removed again: one leading space of the first token, and of the
     /// first token after each control or user-defined token (run.c drops it after BOS).
-    /// So `decode(encode(text)) == text`. [`StreamDecoder`] decodes continuations and
-    /// keeps every space.
+    /// So `decode(encode(text)) == text` when every character has a token or byte
+    /// tokens, except that a literal `▁` (U+2581) in the text encodes like a space and
+    /// decodes to one (as in SentencePiece and llama.cpp). [`StreamDecoder`] decodes
+    /// continuations and keeps every space.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::with_capacity(ids.len() * 4);
         let spm = matches!(self.model, Model::SentencePiece(_));

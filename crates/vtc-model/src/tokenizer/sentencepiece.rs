@@ -12,8 +12,10 @@
 //!    making the token of highest score is merged (the leftmost on ties).
 //!
 //! Only normal tokens (type 1) take part in the merges: control, unknown, byte and unused
-//! tokens are never produced by merging (so `decode(encode(text)) == text` for every
-//! text). Decoding turns `▁` back into spaces and byte tokens into their bytes.
+//! tokens are never produced by merging (so, with a byte token for every byte,
+//! `decode(encode(text)) == text` for every text without a literal `▁`). Decoding turns
+//! `▁` back into spaces and byte tokens into their bytes, so a `▁` in the text itself
+//! encodes like a space and decodes to one, as in SentencePiece and llama.cpp.
 
 use super::bpe::{self, MergeTable};
 use super::hash::FastMap;

@@ -1,0 +1,404 @@
+//! Writes the seed corpora of the fuzz targets into `fuzz/seeds/<target>/`, all
+//! deterministic and small (a few KB each). Run from the repository root:
+//! `cargo run --manifest-path fuzz/Cargo.toml -p vtc-fuzz-seedgen`.
+
+use std::path::{Path, PathBuf};
+
+use vtc_import::{ConvertOptions, GgufFile, OutDType, convert};
+
+#[path = "../../../crates/vtc-import/tests/common/mod.rs"]
+mod common;
+
+use common::{GgufBuilder, Rng, Tiny, gt, llama_tensors, random_data};
+
+/// dim 32 (the Q blocks' 32), hidden 32, 1 layer, 2 heads of 16, 1 kv head, vocab 16.
+const SHAPE: Tiny = Tiny {
+    dim: 32,
+    hidden: 32,
+    layers: 1,
+    heads: 2,
+    kv_heads: 1,
+    head_dim: 16,
+    vocab: 16,
+};
+
+/// A tiny Llama GGUF with matrices of ggml type `ty` and a gpt2 (`spm == false`) or
+/// llama (SentencePiece) tokenizer of 16 tokens.
+fn tiny_gguf(ty: u32, spm: bool, tied: bool) -> Vec<u8> {
+    let t = &SHAPE;
+    let mut rng = Rng(ty as u64 + 7);
+    let mut g = GgufBuilder::new();
+    g.str("general.architecture", "llama")
+        .u32("llama.context_length", 8)
+        .u32("llama.embedding_length", t.dim as u32)
+        .u32("llama.feed_forward_length", t.hidden as u32)
+        .u32("llama.block_count", t.layers as u32)
+        .u32("llama.attention.head_count", t.heads as u32)
+        .u32("llama.attention.head_count_kv", t.kv_heads as u32)
+        .u32("llama.rope.dimension_count", t.head_dim as u32)
+        .f32("llama.rope.freq_base", 10000.0)
+        .f32("llama.attention.layer_norm_rms_epsilon", 1e-5);
+    if spm {
+        let tokens = [
+            "<unk>",
+            "<s>",
+            "</s>",
+            "<0x0A>",
+            "<0x41>",
+            "\u{2581}",
+            "a",
+            "b",
+            "t",
+            "h",
+            "e",
+            "th",
+            "the",
+            "\u{2581}the",
+            "ab",
+            "\u{2581}a",
+        ];
+        let types = [2, 3, 3, 6, 6, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
+        let scores: Vec<f32> = (0..16).map(|i| -(i as f32)).collect();
+        g.str("tokenizer.ggml.model", "llama")
+            .str_array("tokenizer.ggml.tokens", &tokens)
+            .i32_array("tokenizer.ggml.token_type", &types)
+            .f32_array("tokenizer.ggml.scores", &scores)
+            .u32("tokenizer.ggml.unknown_token_id", 0)
+            .bool("tokenizer.ggml.add_bos_token", true);
+    } else {
+        let tokens = [
+            "a",
+            "<s>",
+            "</s>",
+            "b",
+            "t",
+            "o",
+            "k",
+            "to",
+            "tok",
+            "Ġ",
+            "Ġt",
+            "1",
+            "2",
+            "é",
+            "<|im_start|>",
+            "<|im_end|>",
+        ];
+        let mut types = vec![1; 16];
+        types[1] = 3;
+        types[2] = 3;
+        types[14] = 3;
+        types[15] = 3;
+        g.str("tokenizer.ggml.model", "gpt2")
+            .str("tokenizer.ggml.pre", "smollm")
+            .str_array("tokenizer.ggml.tokens", &tokens)
+            .i32_array("tokenizer.ggml.token_type", &types)
+            .str_array("tokenizer.ggml.merges", &["t o", "to k", "Ġ t"])
+            .str(
+                "tokenizer.chat_template",
+                "{% for m in messages %}{{ m.content }}{% endfor %}",
+            );
+    }
+    g.u32("tokenizer.ggml.bos_token_id", 1)
+        .u32("tokenizer.ggml.eos_token_id", 2);
+    for (name, dims) in llama_tensors(t, !tied) {
+        let n = dims.iter().product::<u64>() as usize;
+        let ty = if dims.len() == 1 { gt::F32 } else { ty };
+        let data = random_data(&mut rng, ty, n);
+        g.tensor(&name, &dims, ty, data);
+    }
+    g.build()
+}
+
+/// A legacy llama2.c checkpoint: dim 8, hidden 16, 1 layer, 2 heads (1 kv), vocab
+/// `vocab`, seq 4, separate classifier when `separate`.
+fn legacy(vocab: i32, separate: bool) -> Vec<u8> {
+    let mut b: Vec<u8> = [8, 16, 1, 2, 1, if separate { -vocab } else { vocab }, 4]
+        .iter()
+        .flat_map(|v: &i32| v.to_le_bytes())
+        .collect();
+    let (d, h, v, kv) = (8usize, 16usize, vocab as usize, 4usize);
+    let mut n = v * d + d + d * d + 2 * kv * d + d * d + d + 3 * h * d + d + 2 * 4 * 2;
+    if separate {
+        n += v * d;
+    }
+    let mut rng = Rng(3);
+    for _ in 0..n {
+        b.extend((rng.unit() * 0.1).to_le_bytes());
+    }
+    b
+}
+
+/// A version-1 (f32) or version-2 (Q8_0, group size 4) checkpoint of the same shape,
+/// shared classifier.
+fn versioned(version: i32, vocab: usize) -> Vec<u8> {
+    let (d, h) = (8usize, 16usize);
+    let mut b = 0x616b_3432u32.to_le_bytes().to_vec();
+    b.extend(version.to_le_bytes());
+    for v in [d, h, 1, 2, 1, vocab, 4] {
+        b.extend((v as i32).to_le_bytes());
+    }
+    b.push(1);
+    if version == 2 {
+        b.extend(4i32.to_le_bytes());
+    }
+    b.resize(256, 0);
+    let mut rng = Rng(5);
+    for _ in 0..3 * d {
+        b.extend(1.0f32.to_le_bytes());
+    }
+    let matrices = [vocab * d, d * d, 4 * d, 4 * d, d * d, h * d, d * h, h * d];
+    for n in matrices {
+        if version == 2 {
+            b.extend(rng.bytes(n));
+            for _ in 0..n / 4 {
+                b.extend((0.01f32 + rng.unit().abs() * 0.01).to_le_bytes());
+            }
+        } else {
+            for _ in 0..n {
+                b.extend((rng.unit() * 0.1).to_le_bytes());
+            }
+        }
+    }
+    b
+}
+
+/// A llama2.c `tokenizer.bin` of `vocab` tokens (at least 8).
+fn tokenizer_bin(vocab: usize) -> Vec<u8> {
+    let words: [&[u8]; 8] = [
+        b"<unk>",
+        b"\n<s>\n",
+        b"\n</s>\n",
+        b"<0x0A>",
+        b" a",
+        b"b",
+        b" the",
+        b"th",
+    ];
+    let mut b = 8i32.to_le_bytes().to_vec();
+    for i in 0..vocab {
+        let w: Vec<u8> = words
+            .get(i)
+            .map_or_else(|| format!("t{i}").into_bytes(), |w| w.to_vec());
+        b.extend((-(i as f32)).to_le_bytes());
+        b.extend((w.len() as i32).to_le_bytes());
+        b.extend(&w);
+    }
+    b
+}
+
+fn with_len(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (last, init) = parts.split_last().unwrap();
+    for p in init {
+        out.extend((p.len() as u32).to_le_bytes());
+        out.extend(*p);
+    }
+    out.extend(*last);
+    out
+}
+
+const HF_CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 8,
+ "intermediate_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+ "num_key_value_heads": 1, "vocab_size": 6, "max_position_embeddings": 8,
+ "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
+ "bos_token_id": 1, "eos_token_id": [2]}"#;
+
+const HF_TOKENIZER: &str = r#"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 3, "ab": 4, "Ġ": 5},
+ "merges": ["a b"]}, "added_tokens": [{"id": 1, "content": "<s>", "special": true},
+ {"id": 2, "content": "</s>", "special": true}],
+ "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true},
+ {"type": "ByteLevel"}]}, "post_processor": {"single": [{"SpecialToken": {"id": "<s>"}}]}}"#;
+
+fn hf_safetensors(dtype: safetensors::Dtype) -> Vec<u8> {
+    let shapes: Vec<(&str, Vec<usize>)> = vec![
+        ("model.embed_tokens.weight", vec![6, 8]),
+        ("model.norm.weight", vec![8]),
+        ("model.layers.0.input_layernorm.weight", vec![8]),
+        ("model.layers.0.self_attn.q_proj.weight", vec![8, 8]),
+        ("model.layers.0.self_attn.k_proj.weight", vec![4, 8]),
+        ("model.layers.0.self_attn.v_proj.weight", vec![4, 8]),
+        ("model.layers.0.self_attn.o_proj.weight", vec![8, 8]),
+        ("model.layers.0.post_attention_layernorm.weight", vec![8]),
+        ("model.layers.0.mlp.gate_proj.weight", vec![16, 8]),
+        ("model.layers.0.mlp.up_proj.weight", vec![16, 8]),
+        ("model.layers.0.mlp.down_proj.weight", vec![8, 16]),
+    ];
+    let mut rng = Rng(11);
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+        .into_iter()
+        .map(|(n, s)| {
+            let count: usize = s.iter().product();
+            let bytes: Vec<u8> = (0..count)
+                .flat_map(|_| {
+                    let x = rng.unit() * 0.1;
+                    match dtype {
+                        safetensors::Dtype::F16 => half::f16::from_f32(x).to_le_bytes().to_vec(),
+                        safetensors::Dtype::BF16 => half::bf16::from_f32(x).to_le_bytes().to_vec(),
+                        _ => x.to_le_bytes().to_vec(),
+                    }
+                })
+                .collect();
+            (n.to_string(), s, bytes)
+        })
+        .collect();
+    let views = data.iter().map(|(n, s, b)| {
+        (
+            n.clone(),
+            safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap(),
+        )
+    });
+    safetensors::serialize(views, None).unwrap()
+}
+
+fn put(dir: &Path, name: &str, bytes: &[u8]) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(name), bytes).unwrap();
+    println!("{:>8} {}", bytes.len(), dir.join(name).display());
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../seeds");
+    let types = [
+        ("f32", gt::F32),
+        ("f16", gt::F16),
+        ("bf16", gt::BF16),
+        ("q8_0", gt::Q8_0),
+        ("q4_0", gt::Q4_0),
+        ("q4_1", gt::Q4_1),
+    ];
+
+    // gguf_convert: selector byte (output dtype, tile rows) + GGUF.
+    let dir = root.join("gguf_convert");
+    for (i, (name, ty)) in types.iter().enumerate() {
+        let spm = i % 2 == 1;
+        let g = tiny_gguf(*ty, spm, i % 3 == 0);
+        put(
+            &dir,
+            &format!("tiny-{name}"),
+            &[&[2 + 16 * i as u8][..], &g].concat(),
+        );
+    }
+    // A header with no tensors and some metadata of every value type.
+    {
+        let mut g = GgufBuilder::new();
+        g.str("general.architecture", "llama")
+            .u32("a.u32", 7)
+            .f32("a.f32", 0.5)
+            .bool("a.bool", true)
+            .i32_array("a.i32s", &[1, -2])
+            .f32_array("a.f32s", &[1.0])
+            .str_array("a.strs", &["x", "yz"]);
+        put(&dir, "metadata-only", &[&[0u8][..], &g.build()].concat());
+    }
+
+    // tvl_open: conversions of the tiny GGUFs, one per output type.
+    let dir = root.join("tvl_open");
+    for (i, dtype) in OutDType::ALL.iter().enumerate() {
+        let (name, ty) = types[i];
+        let g = GgufFile::from_bytes(tiny_gguf(ty, i % 2 == 1, i % 3 == 0)).unwrap();
+        let opts = ConvertOptions {
+            dtype: *dtype,
+            ..ConvertOptions::default()
+        };
+        let conv = convert(&g, &opts, &mut |_, _| {}).unwrap();
+        let mut out = Vec::new();
+        conv.writer.write_to(&mut out).unwrap();
+        put(&dir, &format!("from-{name}-to-{}", dtype.name()), &out);
+    }
+    {
+        let conv = vtc_import::llama2c::convert(
+            &versioned(2, 10),
+            Some(vtc_import::llama2c::Vocab::parse(&tokenizer_bin(10)).unwrap()),
+            &ConvertOptions::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        conv.writer.write_to(&mut out).unwrap();
+        put(&dir, "llama2c-v2-spm", &out);
+    }
+
+    // llama2c_import: u32 length + checkpoint + tokenizer.bin.
+    let dir = root.join("llama2c_import");
+    put(
+        &dir,
+        "legacy-separate-vocab",
+        &with_len(&[&legacy(10, true), &tokenizer_bin(10)]),
+    );
+    put(
+        &dir,
+        "legacy-shared-novocab",
+        &with_len(&[&legacy(8, false), &[]]),
+    );
+    put(
+        &dir,
+        "v1-vocab",
+        &with_len(&[&versioned(1, 10), &tokenizer_bin(10)]),
+    );
+    put(
+        &dir,
+        "v2-vocab",
+        &with_len(&[&versioned(2, 10), &tokenizer_bin(10)]),
+    );
+
+    // safetensors_import: u32 length + config.json, u32 length + safetensors, tokenizer.json.
+    let dir = root.join("safetensors_import");
+    for (name, dtype) in [
+        ("f32", safetensors::Dtype::F32),
+        ("f16", safetensors::Dtype::F16),
+        ("bf16", safetensors::Dtype::BF16),
+    ] {
+        let st = hf_safetensors(dtype);
+        put(
+            &dir,
+            &format!("tiny-{name}-tokenizer"),
+            &with_len(&[HF_CONFIG.as_bytes(), &st, HF_TOKENIZER.as_bytes()]),
+        );
+        put(
+            &dir,
+            &format!("tiny-{name}"),
+            &with_len(&[HF_CONFIG.as_bytes(), &st, &[]]),
+        );
+    }
+
+    // tokenizer: mode byte + text (modes 0-2) or tables (mode 3).
+    let dir = root.join("tokenizer");
+    let texts = [
+        "Once upon a time, the end.",
+        "<|im_start|>user\nhi 12345 ünï 中文 😀<|im_end|>",
+        "  \t\n\n the and'sing",
+        "<s>a</s> b <unk>",
+    ];
+    for mode in 0..3u8 {
+        for (i, t) in texts.iter().enumerate() {
+            put(
+                &dir,
+                &format!("mode{mode}-text{i}"),
+                &[&[mode][..], t.as_bytes()].concat(),
+            );
+        }
+    }
+    // Tables: flags, bos/eos/eot/unk, then 0xFE-separated records.
+    let mut rec = vec![3u8, 0b10110, 1, 2, 255, 255];
+    for (i, tok) in ["a", "<s>", "</s>", "b", "ab", "Ġ", "Ġa"]
+        .iter()
+        .enumerate()
+    {
+        rec.push(0xFE);
+        rec.push(0);
+        rec.push(if i == 1 || i == 2 { 3 } else { 1 });
+        rec.extend(tok.as_bytes());
+    }
+    for m in ["a b", "Ġ a"] {
+        rec.push(0xFE);
+        rec.push(1);
+        rec.extend(m.as_bytes());
+    }
+    rec.extend([0xFE, 2]);
+    rec.extend(b"ab a<s>b");
+    put(&dir, "tables-bpe", &rec);
+    let mut spm = rec.clone();
+    spm[1] |= 1 | 8;
+    put(&dir, "tables-spm", &spm);
+}
