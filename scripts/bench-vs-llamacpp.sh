@@ -92,7 +92,7 @@ for round in $(seq 1 "$ROUNDS"); do
 import json, sys
 for line in sys.stdin:
     r = json.loads(line)
-    test = f"pp{r["n_prompt"]}" if r["n_gen"] == 0 else f"tg{r["n_gen"]}"
+    test = "pp%d" % r["n_prompt"] if r["n_gen"] == 0 else "tg%d" % r["n_gen"]
     print(json.dumps({"engine": "llama.cpp", "round": int(sys.argv[1]), "dtype": sys.argv[2],
                       "threads": r["n_threads"], "test": test, "tok_s": r["avg_ts"],
                       "build": r["build_commit"]}))' "$round" "$d" >> "$OUT"
