@@ -158,11 +158,7 @@ pub trait Backend: Send + Sync {
     /// and row `t` of `y` is bit for bit [`Backend::matvec_q8`] of `x[t]`. The default
     /// runs one `matvec_q8` per input.
     fn matmul_q8(&self, w: &Matrix<'_>, x: &[Q8Vec], y: &mut [f32]) {
-        let m = w.rows();
-        assert_eq!(y.len(), x.len() * m, "matmul_q8: y length");
-        for (t, xt) in x.iter().enumerate() {
-            self.matvec_q8(w, xt, &mut y[t * m..(t + 1) * m]);
-        }
+        quant::each_input(x, y, w.rows(), |xt, yt| self.matvec_q8(w, xt, yt));
     }
 
     /// `out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]`; all three of one length.

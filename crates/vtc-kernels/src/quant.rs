@@ -52,7 +52,7 @@ impl Q8Vec {
     pub fn new(len: usize) -> Self {
         assert!(
             len.is_multiple_of(BLOCK),
-            "Q8Vec length {len} is not whole blocks"
+            "quantize_q8: length {len} is not whole blocks"
         );
         let nb = len / BLOCK;
         Self {
@@ -92,7 +92,7 @@ impl Q8Vec {
     pub(crate) fn set_len(&mut self, len: usize) {
         assert!(
             len.is_multiple_of(BLOCK),
-            "Q8Vec length {len} is not whole blocks"
+            "quantize_q8: length {len} is not whole blocks"
         );
         let nb = len / BLOCK;
         self.qs.resize(len, 0);
@@ -112,13 +112,43 @@ pub(crate) trait QuantKernels: Copy {
     /// [`Backend::matmul_q8`](crate::Backend::matmul_q8); by default one
     /// [`QuantKernels::matvec_q8`] per input.
     fn matmul_q8(self, w: &Matrix<'_>, x: &[Q8Vec], y: &mut [f32]) {
-        let m = w.rows();
-        assert_eq!(y.len(), x.len() * m, "matmul_q8: y length");
-        for (t, xt) in x.iter().enumerate() {
-            self.matvec_q8(w, xt, &mut y[t * m..(t + 1) * m]);
-        }
+        each_input(x, y, w.rows(), |xt, yt| self.matvec_q8(w, xt, yt));
     }
 }
+
+/// `Y = X Wᵀ` one input at a time: `matvec(x[t], row t of y)` for every input, where
+/// `y` holds `x.len()` rows of `m` outputs. The batched products that have no tiled
+/// kernel (every default, and tile heights an ISA's kernel does not handle) all go
+/// through here.
+pub(crate) fn each_input(
+    x: &[Q8Vec],
+    y: &mut [f32],
+    m: usize,
+    mut matvec: impl FnMut(&Q8Vec, &mut [f32]),
+) {
+    assert_eq!(y.len(), x.len() * m, "matmul_q8: y length");
+    for (t, xt) in x.iter().enumerate() {
+        matvec(xt, &mut y[t * m..(t + 1) * m]);
+    }
+}
+
+/// `$kernel::<$dot, K>($args)` with `K` the block kind of `$dtype` (`DType as u32`;
+/// Q8_0, Q4_0, else Q4_1): the one mapping from a matrix's dtype to the const
+/// parameter of the ISA kernels.
+macro_rules! by_dtype {
+    ($dtype:expr, $kernel:ident::<$dot:ty>($($args:expr),* $(,)?)) => {
+        match $dtype {
+            DType::Q8_0 => $kernel::<$dot, { DType::Q8_0 as u32 }>($($args),*),
+            DType::Q4_0 => $kernel::<$dot, { DType::Q4_0 as u32 }>($($args),*),
+            _ => $kernel::<$dot, { DType::Q4_1 as u32 }>($($args),*),
+        }
+    };
+}
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(unused_imports)
+)]
+pub(crate) use by_dtype;
 
 /// `d` and `1 / d` of a block whose largest magnitude is `amax` (canonical).
 #[inline(always)]
@@ -133,11 +163,6 @@ pub(crate) fn block_scale(amax: f32) -> (f32, f32) {
 
 /// The canonical quantization of `x` into `out`, plain Rust.
 pub(crate) fn quantize_ref(x: &[f32], out: &mut Q8Vec) {
-    assert!(
-        x.len().is_multiple_of(BLOCK),
-        "quantize_q8: length {} is not whole blocks",
-        x.len()
-    );
     out.set_len(x.len());
     for (b, xs) in x.chunks_exact(BLOCK).enumerate() {
         let amax = xs.iter().fold(0.0f32, |a, v| a.max(v.abs()));
@@ -173,7 +198,9 @@ pub(crate) fn check<'a>(w: &Matrix<'a>, x: &Q8Vec, y: &[f32]) -> QuantArgs<'a> {
     QuantArgs { q, g }
 }
 
-/// Check the shapes of `Y = X Wᵀ` for a quantized `W` and the inputs `x`.
+/// Check the shapes of `Y = X Wᵀ` for a quantized `W` and the inputs `x` (for the
+/// tiled batch kernels, which only x86-64 has so far).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn check_batch<'a>(w: &Matrix<'a>, x: &[Q8Vec], y: &[f32]) -> QuantArgs<'a> {
     let (WeightSlice::Quant(q), Geometry::Blocked(g)) = (w.data(), *w.geometry()) else {
         panic!(

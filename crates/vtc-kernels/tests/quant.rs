@@ -381,3 +381,24 @@ fn float_matvec_of_a_quantized_matrix_is_refused() {
     let mut y = vec![0.0; 8];
     Scalar.matvec(&m.matrix(), &[0.0; 32], &mut y);
 }
+
+#[test]
+fn quantizing_a_partial_block_is_refused_by_every_backend() {
+    for be in backends() {
+        for len in [1, 31, 33, 63] {
+            let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                be.quantize_q8(&vec![1.0; len], &mut Q8Vec::default());
+            }));
+            let msg = got.expect_err("a partial block must panic");
+            let msg = msg
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .unwrap_or_default();
+            assert!(
+                msg.contains("quantize_q8: length") && msg.contains("not whole blocks"),
+                "{}: len {len}: {msg}",
+                be.name()
+            );
+        }
+    }
+}

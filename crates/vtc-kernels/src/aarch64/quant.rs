@@ -171,22 +171,11 @@ unsafe fn matvec_q8<D: Dot>(w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
         return quant::matvec_ref(&a, x, y);
     }
     // SAFETY: tile_rows == 8 and shapes checked; features are the caller's contract.
-    unsafe {
-        match a.q.dtype {
-            DType::Q8_0 => matvec8::<D, { DType::Q8_0 as u32 }>(&a, x, y),
-            DType::Q4_0 => matvec8::<D, { DType::Q4_0 as u32 }>(&a, x, y),
-            _ => matvec8::<D, { DType::Q4_1 as u32 }>(&a, x, y),
-        }
-    }
+    unsafe { quant::by_dtype!(a.q.dtype, matvec8::<D>(&a, x, y)) }
 }
 
 impl QuantKernels for Neon {
     fn quantize_q8(self, x: &[f32], out: &mut Q8Vec) {
-        assert!(
-            x.len().is_multiple_of(BLOCK),
-            "quantize_q8: length {} is not whole blocks",
-            x.len()
-        );
         out.set_len(x.len());
         for (b, xs) in x.chunks_exact(BLOCK).enumerate() {
             // SAFETY: NEON (baseline on this build); `xs` holds 32 floats and

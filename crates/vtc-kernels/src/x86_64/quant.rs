@@ -372,20 +372,10 @@ unsafe fn matmul8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, xs: &[Q8Vec], y: &
 unsafe fn matmul_q8<D: Dot>(w: &Matrix<'_>, xs: &[Q8Vec], y: &mut [f32]) {
     let a = quant::check_batch(w, xs, y);
     if a.g.tile_rows != R {
-        let m = a.g.rows;
-        for (t, x) in xs.iter().enumerate() {
-            quant::matvec_ref(&a, x, &mut y[t * m..(t + 1) * m]);
-        }
-        return;
+        return quant::each_input(xs, y, a.g.rows, |x, yt| quant::matvec_ref(&a, x, yt));
     }
     // SAFETY: tile_rows == 8 and shapes checked; features are the caller's contract.
-    unsafe {
-        match a.q.dtype {
-            DType::Q8_0 => matmul8::<D, { DType::Q8_0 as u32 }>(&a, xs, y),
-            DType::Q4_0 => matmul8::<D, { DType::Q4_0 as u32 }>(&a, xs, y),
-            _ => matmul8::<D, { DType::Q4_1 as u32 }>(&a, xs, y),
-        }
-    }
+    unsafe { quant::by_dtype!(a.q.dtype, matmul8::<D>(&a, xs, y)) }
 }
 
 /// Dispatch on the dtype and tile size.
@@ -399,13 +389,7 @@ unsafe fn matvec_q8<D: Dot>(w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
         return quant::matvec_ref(&a, x, y);
     }
     // SAFETY: tile_rows == 8 and shapes checked; features are the caller's contract.
-    unsafe {
-        match a.q.dtype {
-            DType::Q8_0 => matvec8::<D, { DType::Q8_0 as u32 }>(&a, x, y),
-            DType::Q4_0 => matvec8::<D, { DType::Q4_0 as u32 }>(&a, x, y),
-            _ => matvec8::<D, { DType::Q4_1 as u32 }>(&a, x, y),
-        }
-    }
+    unsafe { quant::by_dtype!(a.q.dtype, matvec8::<D>(&a, x, y)) }
 }
 
 /// The canonical quantization, 32 floats per step.
@@ -414,11 +398,6 @@ unsafe fn matvec_q8<D: Dot>(w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
 /// AVX2.
 #[inline(always)]
 unsafe fn quantize(x: &[f32], out: &mut Q8Vec) {
-    assert!(
-        x.len().is_multiple_of(BLOCK),
-        "quantize_q8: length {} is not whole blocks",
-        x.len()
-    );
     out.set_len(x.len());
     for (b, xs) in x.chunks_exact(BLOCK).enumerate() {
         // SAFETY: AVX2 (caller); `xs` holds 32 floats and `out.qs` 32 bytes at `32 b`.
