@@ -141,6 +141,19 @@ pub trait Backend: Send + Sync {
     /// (see "Quantized products" in the crate docs).
     fn matvec_q8(&self, w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]);
 
+    /// Several products of one input: `y = W x` for every `(W, y)` of `products`,
+    /// each computed exactly as [`Backend::matvec`] (a float `W`, reading `x`) or
+    /// [`Backend::matvec_q8`] (a block-quantized `W`, reading `xq`, which
+    /// [`Backend::quantize_q8`] filled from `x`) computes it. A token's query, key and
+    /// value projections read one input, as do its gate and up projections; a backend
+    /// overrides this to run them together ([`Threaded`]: one fork for all of them).
+    /// The default runs them one after another.
+    fn matvecs(&self, x: &[f32], xq: &Q8Vec, products: &mut [(&Matrix<'_>, &mut [f32])]) {
+        for (w, y) in products.iter_mut() {
+            product(self, w, x, xq, y);
+        }
+    }
+
     /// `Y = X Wᵀ` for a float matrix and `n` inputs stored one after another (a
     /// batch of tokens): `x.len() == n * w.cols()`, `y.len() == n * w.rows()`, and row
     /// `t` of `y` is bit for bit [`Backend::matvec`] of row `t` of `x`. A backend
@@ -184,6 +197,23 @@ pub trait Backend: Send + Sync {
     /// `y[i] += x[i]`.
     fn add(&self, y: &mut [f32], x: &[f32]);
 
+    /// `f(i, chunk)` for every chunk `i` of `chunk_len` floats of `buf` (`chunk_len > 0`,
+    /// `buf.len()` a multiple of it): independent pieces of work, such as one
+    /// attention head each, that write only their own chunk. [`Threaded`] spreads
+    /// the chunks over its threads; every chunk is computed by the same `f` whatever
+    /// the split, so the results do not depend on the thread count. The default runs
+    /// them in order on the calling thread.
+    fn for_each_chunk(
+        &self,
+        buf: &mut [f32],
+        chunk_len: usize,
+        f: &(dyn Fn(usize, &mut [f32]) + Sync),
+    ) {
+        for (i, c) in chunks(buf, chunk_len).enumerate() {
+            f(i, c);
+        }
+    }
+
     /// Threads the matrix-vector products run on (1 unless the backend is
     /// [`Threaded`]).
     fn threads(&self) -> usize {
@@ -206,6 +236,9 @@ macro_rules! forward_backend {
             fn matvec_q8(&self, w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
                 (**self).matvec_q8(w, x, y)
             }
+            fn matvecs(&self, x: &[f32], xq: &Q8Vec, products: &mut [(&Matrix<'_>, &mut [f32])]) {
+                (**self).matvecs(x, xq, products)
+            }
             fn matmul(&self, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) { (**self).matmul(w, x, y) }
             fn matmul_q8(&self, w: &Matrix<'_>, x: &[Q8Vec], y: &mut [f32]) {
                 (**self).matmul_q8(w, x, y)
@@ -225,12 +258,49 @@ macro_rules! forward_backend {
                 (**self).attn_values(probs, values, stride, out)
             }
             fn add(&self, y: &mut [f32], x: &[f32]) { (**self).add(y, x) }
+            fn for_each_chunk(
+                &self,
+                buf: &mut [f32],
+                chunk_len: usize,
+                f: &(dyn Fn(usize, &mut [f32]) + Sync),
+            ) {
+                (**self).for_each_chunk(buf, chunk_len, f)
+            }
             fn threads(&self) -> usize { (**self).threads() }
             fn scope(&self, f: &mut (dyn FnMut() + Send)) { (**self).scope(f) }
         }
     )*};
 }
 forward_backend!(&B, Box<B>, std::sync::Arc<B>);
+
+/// `y = W x` by [`Backend::matvec_q8`] with `xq` for a block-quantized `W`, by
+/// [`Backend::matvec`] with `x` for a float one.
+#[inline]
+pub(crate) fn product<B: Backend + ?Sized>(
+    be: &B,
+    w: &Matrix<'_>,
+    x: &[f32],
+    xq: &Q8Vec,
+    y: &mut [f32],
+) {
+    if w.is_quantized() {
+        be.matvec_q8(w, xq, y);
+    } else {
+        be.matvec(w, x, y);
+    }
+}
+
+/// `buf` as chunks of `chunk_len` floats, after checking the contract of
+/// [`Backend::for_each_chunk`].
+pub(crate) fn chunks(buf: &mut [f32], chunk_len: usize) -> std::slice::ChunksExactMut<'_, f32> {
+    assert!(chunk_len > 0, "for_each_chunk: chunk length 0");
+    assert!(
+        buf.len().is_multiple_of(chunk_len),
+        "for_each_chunk: {} floats are not whole chunks of {chunk_len}",
+        buf.len()
+    );
+    buf.chunks_exact_mut(chunk_len)
+}
 
 /// The number of inputs of a float `Y = X Wᵀ` with `x_len` and `y_len` floats, after
 /// checking that both hold that many (a caller bug panics, as for every `Backend`

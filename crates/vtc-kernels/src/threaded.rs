@@ -6,8 +6,9 @@
 //! product ([`Backend::matmul`]) is cut by inputs instead, so each thread reads every
 //! weight once for its share of the batch. Every output is computed by the same kernel
 //! from the same data whatever the split, so the results are bit-identical for any
-//! thread count. The other operations are small and
-//! run on the calling thread.
+//! thread count. Independent chunks of work ([`Backend::for_each_chunk`], the attention
+//! heads) are cut into one contiguous run per thread the same way. The other
+//! operations are small and run on the calling thread.
 //!
 //! [`Backend::scope`] runs a whole forward pass inside the pool, so the per-product
 //! fork/join is rayon's in-pool `join` (stack-allocated jobs, no thread spawned, no
@@ -27,6 +28,18 @@ const BATCH_PARTS_PER_THREAD: usize = 4;
 
 /// Fewest inputs per part of a batched product: the quantized kernels' register block.
 const MIN_BATCH_PART: usize = 4;
+
+/// Fewest floats of a [`Backend::for_each_chunk`] buffer worth splitting over threads:
+/// below this the work (for attention heads, about `head_dim` multiply-adds per float)
+/// costs less than waking another thread.
+const MIN_PARALLEL_CHUNK_FLOATS: usize = 2048;
+
+/// Products forked together by [`Backend::matvecs`] at most (more are run in groups
+/// of this many).
+const MAX_GROUP: usize = 4;
+
+/// Products of one input being split over threads: sub-matrices and their outputs.
+type Group<'w, 'y> = [Option<(Matrix<'w>, &'y mut [f32])>; MAX_GROUP];
 
 /// A backend whose matrix-vector products run on `threads` threads.
 pub struct Threaded<B> {
@@ -65,28 +78,56 @@ impl<B: Backend> Threaded<B> {
         &self.inner
     }
 
-    /// `f(sub_matrix, its_rows_of_y)` over `parts` contiguous tile ranges, forked in
-    /// halves with `rayon::join`.
-    fn split(
+    /// The products of `products` (matrices reading one input), each cut into
+    /// `threads` contiguous tile ranges: thread `i` computes range `i` of every
+    /// product (`f(sub_matrix, its_rows_of_y)`), so a group costs one fork.
+    fn split_products(
         &self,
-        w: &Matrix<'_>,
-        y: &mut [f32],
+        products: &mut [(&Matrix<'_>, &mut [f32])],
+        f: &(dyn Fn(&Matrix<'_>, &mut [f32]) + Sync),
+    ) {
+        for chunk in products.chunks_mut(MAX_GROUP) {
+            let mut group = Group::default();
+            for (slot, (w, y)) in group.iter_mut().zip(chunk.iter_mut()) {
+                assert_eq!(y.len(), w.rows(), "matvec: y length");
+                *slot = Some((**w, &mut **y));
+            }
+            self.split_group(group, self.threads, f);
+        }
+    }
+
+    /// `f` over every product of `group`, each cut into `parts` contiguous tile ranges
+    /// (in proportion), forked in halves with `rayon::join`.
+    fn split_group(
+        &self,
+        group: Group<'_, '_>,
         parts: usize,
         f: &(dyn Fn(&Matrix<'_>, &mut [f32]) + Sync),
     ) {
-        let n_tiles = w.n_tiles();
-        if parts <= 1 || n_tiles < 2 {
-            f(w, y);
+        let tiles = group.iter().flatten().map(|(w, _)| w.n_tiles()).max();
+        if parts <= 1 || tiles.unwrap_or(0) < 2 {
+            for (w, y) in group.into_iter().flatten() {
+                f(&w, y);
+            }
             return;
         }
         let left_parts = parts / 2;
-        // Tiles proportional to the parts on each side.
-        let left_tiles = (n_tiles * left_parts).div_ceil(parts);
-        let (l, r) = (w.tiles(0, left_tiles), w.tiles(left_tiles, n_tiles));
-        let (yl, yr) = y.split_at_mut(l.rows());
+        let (mut left, mut right) = (Group::default(), Group::default());
+        for ((p, l), r) in group.into_iter().zip(&mut left).zip(&mut right) {
+            let Some((w, y)) = p else { continue };
+            // Tiles proportional to the parts on each side.
+            let n_tiles = w.n_tiles();
+            let left_tiles = (n_tiles * left_parts).div_ceil(parts);
+            let (wl, wr) = (w.tiles(0, left_tiles), w.tiles(left_tiles, n_tiles));
+            let (yl, yr) = y.split_at_mut(wl.rows());
+            // A product too small to reach one side stays whole on the other (an
+            // empty one on the left, where its shapes are still checked).
+            *l = (wl.rows() > 0 || n_tiles == 0).then_some((wl, yl));
+            *r = (wr.rows() > 0).then_some((wr, yr));
+        }
         rayon::join(
-            || self.split(&l, yl, left_parts, f),
-            || self.split(&r, yr, parts - left_parts, f),
+            || self.split_group(left, left_parts, f),
+            || self.split_group(right, parts - left_parts, f),
         );
     }
 
@@ -144,8 +185,7 @@ impl<B: Backend> Backend for Threaded<B> {
     }
 
     fn matvec(&self, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) {
-        assert_eq!(y.len(), w.rows(), "matvec: y length");
-        self.split(w, y, self.threads, &|m, ys| self.inner.matvec(m, x, ys));
+        self.split_products(&mut [(w, y)], &|m, ys| self.inner.matvec(m, x, ys));
     }
 
     fn quantize_q8(&self, x: &[f32], out: &mut Q8Vec) {
@@ -153,8 +193,12 @@ impl<B: Backend> Backend for Threaded<B> {
     }
 
     fn matvec_q8(&self, w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
-        assert_eq!(y.len(), w.rows(), "matvec_q8: y length");
-        self.split(w, y, self.threads, &|m, ys| self.inner.matvec_q8(m, x, ys));
+        self.split_products(&mut [(w, y)], &|m, ys| self.inner.matvec_q8(m, x, ys));
+    }
+
+    /// All the products in one fork: each thread computes its range of every one.
+    fn matvecs(&self, x: &[f32], xq: &Q8Vec, products: &mut [(&Matrix<'_>, &mut [f32])]) {
+        self.split_products(products, &|m, ys| crate::product(&self.inner, m, x, xq, ys));
     }
 
     /// A batch of one is split by rows ([`Backend::matvec`]); a larger batch by inputs,
@@ -183,6 +227,27 @@ impl<B: Backend> Backend for Threaded<B> {
             self.batch_parts(x.len()),
             &|r, ys| self.inner.matmul_q8(w, &x[r], ys),
         );
+    }
+
+    /// The chunks cut into `threads` contiguous runs (none for a buffer under
+    /// [`MIN_PARALLEL_CHUNK_FLOATS`]), forked like the inputs of a batch.
+    fn for_each_chunk(
+        &self,
+        buf: &mut [f32],
+        chunk_len: usize,
+        f: &(dyn Fn(usize, &mut [f32]) + Sync),
+    ) {
+        let n = crate::chunks(buf, chunk_len).len();
+        let parts = if buf.len() < MIN_PARALLEL_CHUNK_FLOATS {
+            1
+        } else {
+            self.threads.min(n)
+        };
+        self.split_batch(0..n, chunk_len, buf, parts, &|r, part| {
+            for (c, i) in part.chunks_exact_mut(chunk_len).zip(r) {
+                f(i, c);
+            }
+        });
     }
 
     fn rmsnorm(&self, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {

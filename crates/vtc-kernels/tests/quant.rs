@@ -5,10 +5,10 @@
 
 mod common;
 
-use common::{Dist, Rng};
+use common::{Dist, QMat, Rng};
 use half::f16;
 use tvl_format::quant::BLOCK;
-use tvl_format::{BlockGeometry, DType, QuantData};
+use tvl_format::{DType, QuantData};
 use vtc_kernels::{Backend, Matrix, Q8Vec, QuantSlice, Scalar, WeightSlice};
 
 const QTYPES: [DType; 3] = [DType::Q8_0, DType::Q4_0, DType::Q4_1];
@@ -32,64 +32,7 @@ fn same_bits(what: &str, got: &[f32], want: &[f32]) {
     }
 }
 
-/// A quantized matrix in the block-tiled layout, owned.
-struct QMat {
-    data: QuantData,
-    g: BlockGeometry,
-    quants: Vec<u8>,
-    scales: Vec<f16>,
-}
-
 impl QMat {
-    fn from_data(data: QuantData, rows: usize, cols: usize, tile_rows: usize) -> Self {
-        let g = BlockGeometry::new(rows, cols, tile_rows, data.dtype).unwrap();
-        let bytes = data.tile(&g).unwrap();
-        let quants = bytes[..g.quant_bytes().unwrap()].to_vec();
-        let s0 = g.scales_offset().unwrap();
-        let scales = bytes[s0..s0 + 2 * g.scales_len().unwrap()]
-            .chunks_exact(2)
-            .map(|c| f16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        Self {
-            data,
-            g,
-            quants,
-            scales,
-        }
-    }
-
-    fn random(
-        dtype: DType,
-        rows: usize,
-        cols: usize,
-        tile_rows: usize,
-        rng: &mut Rng,
-        dist: Dist,
-    ) -> Self {
-        let x = rng.vec(rows * cols, dist);
-        Self::from_data(
-            QuantData::quantize(dtype, &x, rows, cols).unwrap(),
-            rows,
-            cols,
-            tile_rows,
-        )
-    }
-
-    fn matrix(&self) -> Matrix<'_> {
-        let q = QuantSlice {
-            dtype: self.data.dtype,
-            quants: &self.quants,
-            scales: &self.scales,
-        };
-        Matrix::new(
-            WeightSlice::Quant(q),
-            self.g.rows,
-            self.g.cols,
-            self.g.tile_rows,
-        )
-        .unwrap()
-    }
-
     /// f64 evaluation of the canonical formula: exact products of the integer parts,
     /// then the float combination in f64, and the magnitude sum for the error bound.
     fn reference(&self, x: &Q8Vec) -> Vec<(f64, f64)> {

@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{Dist, Rng, Tiled};
+use common::{Dist, QMat, Rng, Tiled};
+use tvl_format::DType;
 use tvl_format::quant::BLOCK;
-use tvl_format::{BlockGeometry, DType, QuantData};
-use vtc_kernels::{Backend, KernelError, Matrix, Q8Vec, QuantSlice, Threaded, WeightSlice};
+use vtc_kernels::{Backend, KernelError, Matrix, Q8Vec, Threaded};
 
 fn same_bits(what: &str, got: &[f32], want: &[f32]) {
     let g: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
@@ -54,21 +54,8 @@ fn quantized_products_are_bit_identical_for_any_thread_count() {
             let t = Threaded::new(be, threads).unwrap();
             for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
                 for &(rows, cols) in &[(1, 32), (9, 64), (40, 576), (1536, 96)] {
-                    let w = rng.vec(rows * cols, Dist::Unit);
-                    let q = QuantData::quantize(dtype, &w, rows, cols).unwrap();
-                    let g = BlockGeometry::new(rows, cols, 8, dtype).unwrap();
-                    let bytes = q.tile(&g).unwrap();
-                    let s0 = g.scales_offset().unwrap();
-                    let scales: Vec<half::f16> = bytes[s0..s0 + 2 * g.scales_len().unwrap()]
-                        .chunks_exact(2)
-                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
-                        .collect();
-                    let data = WeightSlice::Quant(QuantSlice {
-                        dtype,
-                        quants: &bytes[..g.quant_bytes().unwrap()],
-                        scales: &scales,
-                    });
-                    let m = Matrix::new(data, rows, cols, 8).unwrap();
+                    let q = QMat::random(dtype, rows, cols, 8, &mut rng, Dist::Unit);
+                    let m = q.matrix();
                     let xs = rng.vec(cols, Dist::Wide);
                     let mut x = Q8Vec::new(cols);
                     t.quantize_q8(&xs, &mut x);
@@ -99,4 +86,131 @@ fn scope_runs_the_closure_and_other_ops_pass_through() {
     // Through a Box<dyn Backend>, the thread count and scope are the wrapper's.
     let boxed: Box<dyn Backend> = Box::new(t);
     assert_eq!(boxed.threads(), 2);
+}
+
+#[test]
+fn for_each_chunk_visits_every_chunk_once_with_its_index() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Chunk counts 0, 1, 31, 33 and lengths on both sides of the size where `Threaded`
+    // starts to split; each chunk is filled from its index, so a chunk given the wrong
+    // index, visited twice or skipped shows in the result.
+    let fill = |i: usize, c: &mut [f32]| {
+        for (j, v) in c.iter_mut().enumerate() {
+            *v += (i * 1000 + j) as f32 + 1.0;
+        }
+    };
+    for threads in 1..=4 {
+        let t = Threaded::new(vtc_kernels::Scalar, threads).unwrap();
+        for chunks in [0, 1, 2, 9, 31, 33] {
+            for chunk_len in [1, 7, 64, 200, 2100] {
+                let mut buf = vec![0.0f32; chunks * chunk_len];
+                let calls = AtomicUsize::new(0);
+                t.for_each_chunk(&mut buf, chunk_len, &|i, c| {
+                    assert_eq!(c.len(), chunk_len);
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    fill(i, c);
+                });
+                let mut want = vec![0.0f32; chunks * chunk_len];
+                for (i, c) in want.chunks_exact_mut(chunk_len).enumerate() {
+                    fill(i, c);
+                }
+                let what = format!("{threads} threads, {chunks} x {chunk_len}");
+                assert_eq!(calls.into_inner(), chunks, "{what}");
+                same_bits(&what, &buf, &want);
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "not whole chunks")]
+fn for_each_chunk_refuses_a_partial_chunk() {
+    let t = Threaded::new(vtc_kernels::Scalar, 2).unwrap();
+    t.for_each_chunk(&mut [0.0; 65], 64, &|_, _| {});
+}
+
+#[test]
+#[should_panic(expected = "chunk length 0")]
+fn for_each_chunk_refuses_chunk_length_zero() {
+    vtc_kernels::Scalar.for_each_chunk(&mut [], 0, &|_, _| {});
+}
+
+/// `matvecs`: groups of 0 to 6 products (more than `Threaded` forks at once) of one
+/// input, float and quantized mixed, tiny (fewer tiles than threads) and empty ones
+/// included, give each product's own `matvec` / `matvec_q8` bits, on the default
+/// implementation and on 1-4 threads.
+#[test]
+fn grouped_products_are_bit_identical_to_single_products() {
+    let mut rng = Rng(23);
+    let cols = 96;
+    let shapes: [(usize, DType); 6] = [
+        (576, DType::Q4_1),
+        (1, DType::F32),
+        (0, DType::Q8_0),
+        (40, DType::F16),
+        (9, DType::Q4_0),
+        (200, DType::Q8_0),
+    ];
+    enum M {
+        F(Tiled),
+        Q(QMat),
+    }
+    let mats: Vec<M> = shapes
+        .iter()
+        .map(|&(rows, dtype)| match dtype {
+            DType::F32 | DType::F16 => M::F(Tiled::new(rows, cols, 4, dtype, &mut rng, Dist::Wide)),
+            _ => M::Q(QMat::random(dtype, rows, cols, 8, &mut rng, Dist::Unit)),
+        })
+        .collect();
+    let matrices: Vec<Matrix<'_>> = mats
+        .iter()
+        .map(|m| match m {
+            M::F(t) => t.matrix(),
+            M::Q(q) => q.matrix(),
+        })
+        .collect();
+    let x = rng.vec(cols, Dist::Wide);
+    for be in vtc_kernels::available() {
+        let mut xq = Q8Vec::new(cols);
+        be.quantize_q8(&x, &mut xq);
+        let want: Vec<Vec<f32>> = matrices
+            .iter()
+            .map(|w| {
+                let mut y = vec![f32::NAN; w.rows()];
+                if w.is_quantized() {
+                    be.matvec_q8(w, &xq, &mut y);
+                } else {
+                    be.matvec(w, &x, &mut y);
+                }
+                y
+            })
+            .collect();
+        let pools: Vec<Threaded<_>> = (1..=4).map(|t| Threaded::new(be, t).unwrap()).collect();
+        let mut runs: Vec<(String, &dyn Backend)> = vec![(be.name().into(), &be)];
+        for t in &pools {
+            runs.push((format!("{} x{}", be.name(), t.threads()), t));
+        }
+        for (name, run) in &runs {
+            for n in 0..=matrices.len() {
+                // Every window of `n` consecutive products, so each shape sits in
+                // every position of a group.
+                for first in 0..=matrices.len() - n {
+                    let ws = &matrices[first..first + n];
+                    let mut ys: Vec<Vec<f32>> =
+                        ws.iter().map(|w| vec![f32::NAN; w.rows()]).collect();
+                    let mut products: Vec<(&Matrix<'_>, &mut [f32])> = ws
+                        .iter()
+                        .zip(ys.iter_mut())
+                        .map(|(w, y)| (w, &mut y[..]))
+                        .collect();
+                    run.matvecs(&x, &xq, &mut products);
+                    for (i, y) in ys.iter().enumerate() {
+                        let what =
+                            format!("{name}: product {} of {first}..{}", first + i, first + n);
+                        same_bits(&what, y, &want[first + i]);
+                    }
+                }
+            }
+        }
+    }
 }

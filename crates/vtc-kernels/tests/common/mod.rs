@@ -4,8 +4,8 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use proptest::prelude::*;
-use tvl_format::{DType, TileGeometry};
-use vtc_kernels::{Matrix, WeightSlice};
+use tvl_format::{BlockGeometry, DType, QuantData, TileGeometry};
+use vtc_kernels::{Matrix, QuantSlice, WeightSlice};
 
 /// Unit roundoff of f32.
 pub const U: f64 = f32::EPSILON as f64 / 2.0;
@@ -194,5 +194,64 @@ impl Tiled {
         mut logical: Vec<f32>,
     ) -> Self {
         Self::from_logical(rows, cols, tile_rows, dtype, &mut logical)
+    }
+}
+
+/// A quantized matrix in the block-tiled layout, owned.
+pub struct QMat {
+    pub data: QuantData,
+    pub g: BlockGeometry,
+    pub quants: Vec<u8>,
+    pub scales: Vec<f16>,
+}
+
+impl QMat {
+    pub fn from_data(data: QuantData, rows: usize, cols: usize, tile_rows: usize) -> Self {
+        let g = BlockGeometry::new(rows, cols, tile_rows, data.dtype).unwrap();
+        let bytes = data.tile(&g).unwrap();
+        let quants = bytes[..g.quant_bytes().unwrap()].to_vec();
+        let s0 = g.scales_offset().unwrap();
+        let scales = bytes[s0..s0 + 2 * g.scales_len().unwrap()]
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        Self {
+            data,
+            g,
+            quants,
+            scales,
+        }
+    }
+
+    pub fn random(
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        tile_rows: usize,
+        rng: &mut Rng,
+        dist: Dist,
+    ) -> Self {
+        let x = rng.vec(rows * cols, dist);
+        Self::from_data(
+            QuantData::quantize(dtype, &x, rows, cols).unwrap(),
+            rows,
+            cols,
+            tile_rows,
+        )
+    }
+
+    pub fn matrix(&self) -> Matrix<'_> {
+        let q = QuantSlice {
+            dtype: self.data.dtype,
+            quants: &self.quants,
+            scales: &self.scales,
+        };
+        Matrix::new(
+            WeightSlice::Quant(q),
+            self.g.rows,
+            self.g.cols,
+            self.g.tile_rows,
+        )
+        .unwrap()
     }
 }
