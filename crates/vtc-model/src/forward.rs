@@ -21,16 +21,17 @@ pub fn forward<B: Backend + ?Sized>(
     pos: usize,
 ) {
     let hd = cfg.head_dim;
-    let scale = 1.0 / (hd as f32).sqrt();
     w.token_embd.row_into(token as usize, &mut s.x);
     rope_angles(s, pos);
     for (l, lw) in w.layers.iter().enumerate() {
         // Attention.
         be.rmsnorm(&mut s.xb, &s.x, lw.attn_norm, cfg.rms_eps);
         prepare(be, &[&lw.wq, &lw.wk, &lw.wv], &s.xb, &mut s.xq);
-        linear(be, &lw.wq, &s.xb, &s.xq, &mut s.q);
-        linear(be, &lw.wk, &s.xb, &s.xq, &mut s.k);
-        linear(be, &lw.wv, &s.xb, &s.xq, &mut s.v);
+        be.matvecs(
+            &s.xb,
+            &s.xq,
+            &mut [(&lw.wq, &mut s.q), (&lw.wk, &mut s.k), (&lw.wv, &mut s.v)],
+        );
         be.rope(&mut s.q, hd, &s.cos, &s.sin, cfg.rope_style);
         be.rope(&mut s.k, hd, &s.cos, &s.sin, cfg.rope_style);
         for h in 0..cfg.n_kv_heads {
@@ -38,24 +39,18 @@ pub fn forward<B: Backend + ?Sized>(
             s.key_cache[at..at + hd].copy_from_slice(&s.k[h * hd..(h + 1) * hd]);
             s.value_cache[at..at + hd].copy_from_slice(&s.v[h * hd..(h + 1) * hd]);
         }
-        let n = pos + 1;
-        for h in 0..cfg.n_heads {
-            let base = s.cache_base(cfg, l, h / cfg.group_size());
-            let keys = &s.key_cache[base..base + n * hd];
-            let values = &s.value_cache[base..base + n * hd];
-            let att = &mut s.att[..n];
-            be.attn_scores(&s.q[h * hd..(h + 1) * hd], keys, hd, scale, att);
-            be.softmax(att);
-            be.attn_values(att, values, hd, &mut s.attn_out[h * hd..(h + 1) * hd]);
-        }
+        attention(be, cfg, s, l, pos, Row::Decode);
         prepare(be, &[&lw.wo], &s.attn_out, &mut s.xq);
         linear(be, &lw.wo, &s.attn_out, &s.xq, &mut s.proj);
         be.add(&mut s.x, &s.proj);
         // Feed-forward.
         be.rmsnorm(&mut s.xb, &s.x, lw.ffn_norm, cfg.rms_eps);
         prepare(be, &[&lw.w_gate, &lw.w_up], &s.xb, &mut s.xq);
-        linear(be, &lw.w_gate, &s.xb, &s.xq, &mut s.hb);
-        linear(be, &lw.w_up, &s.xb, &s.xq, &mut s.hb2);
+        be.matvecs(
+            &s.xb,
+            &s.xq,
+            &mut [(&lw.w_gate, &mut s.hb), (&lw.w_up, &mut s.hb2)],
+        );
         be.swiglu(&mut s.hb, &s.hb2);
         prepare(be, &[&lw.w_down], &s.hb, &mut s.xq);
         linear(be, &lw.w_down, &s.hb, &s.xq, &mut s.proj);
@@ -112,7 +107,6 @@ pub fn forward_batch<B: Backend + ?Sized>(
         cfg.kv_dim(),
         cfg.hidden_dim,
     );
-    let scale = 1.0 / (hd as f32).sqrt();
     for (i, &t) in tokens.iter().enumerate() {
         w.token_embd
             .row_into(t as usize, &mut b.x[i * dim..(i + 1) * dim]);
@@ -149,17 +143,11 @@ pub fn forward_batch<B: Backend + ?Sized>(
             }
         }
         for i in 0..n {
-            let seen = pos + i + 1;
-            for h in 0..cfg.n_heads {
-                let base = s.cache_base(cfg, l, h / cfg.group_size());
-                let keys = &s.key_cache[base..base + seen * hd];
-                let values = &s.value_cache[base..base + seen * hd];
-                let att = &mut s.att[..seen];
-                let at = i * qd + h * hd;
-                be.attn_scores(&b.q[at..at + hd], keys, hd, scale, att);
-                be.softmax(att);
-                be.attn_values(att, values, hd, &mut b.attn_out[at..at + hd]);
-            }
+            let row = Row::Batch {
+                q: &b.q[i * qd..(i + 1) * qd],
+                out: &mut b.attn_out[i * qd..(i + 1) * qd],
+            };
+            attention(be, cfg, s, l, pos + i, row);
         }
         prepare_rows(be, &[&lw.wo], &b.attn_out[..n * qd], xq);
         linear_rows(
@@ -207,6 +195,55 @@ pub fn forward_batch<B: Backend + ?Sized>(
                 &mut b.logits[..n * vocab],
             );
         }
+    }
+}
+
+/// Where the query and the output of one token's attention are.
+enum Row<'a> {
+    /// `RunState::q` and `RunState::attn_out` (decode).
+    Decode,
+    /// A row of a batch.
+    Batch { q: &'a [f32], out: &'a mut [f32] },
+}
+
+/// The attention of one token at `pos` in layer `l`: for every head, scores against
+/// the cached keys of positions `..= pos`, softmax, weighted sum of the cached values.
+/// The heads are independent, so they run as chunks of `s.att` (output, then scores)
+/// spread over the backend's threads ([`Backend::for_each_chunk`]).
+fn attention<B: Backend + ?Sized>(
+    be: &B,
+    cfg: &Config,
+    s: &mut RunState,
+    l: usize,
+    pos: usize,
+    row: Row<'_>,
+) {
+    let (hd, seen) = (cfg.head_dim, pos + 1);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let max_seq = s.max_seq;
+    let base = |h: usize| RunState::cache_offset(cfg, max_seq, l, h / cfg.group_size());
+    let chunk = hd + seen;
+    let scratch = &mut s.att[..cfg.n_heads * chunk];
+    let (q, out) = match row {
+        Row::Decode => (&s.q[..], &mut s.attn_out[..]),
+        Row::Batch { q, out } => (q, out),
+    };
+    let (keys, values) = (&s.key_cache, &s.value_cache);
+    be.for_each_chunk(scratch, chunk, &|h, c| {
+        let (head_out, att) = c.split_at_mut(hd);
+        let at = base(h);
+        be.attn_scores(
+            &q[h * hd..(h + 1) * hd],
+            &keys[at..at + seen * hd],
+            hd,
+            scale,
+            att,
+        );
+        be.softmax(att);
+        be.attn_values(att, &values[at..at + seen * hd], hd, head_out);
+    });
+    for (o, c) in out.chunks_exact_mut(hd).zip(scratch.chunks_exact(chunk)) {
+        o.copy_from_slice(&c[..hd]);
     }
 }
 
@@ -270,13 +307,9 @@ fn prepare<B: Backend + ?Sized>(be: &B, readers: &[&Matrix<'_>], x: &[f32], xq: 
     }
 }
 
-/// `y = W x`: float matrices read `x`, quantized ones its int8 form `xq` (which
-/// [`prepare`] filled from the same `x`).
+/// `y = W x`: a float matrix reads `x`, a quantized one its int8 form `xq` (which
+/// [`prepare`] filled from the same `x`); [`Backend::matvecs`] with one product.
 #[inline]
 fn linear<B: Backend + ?Sized>(be: &B, w: &Matrix<'_>, x: &[f32], xq: &Q8Vec, y: &mut [f32]) {
-    if w.is_quantized() {
-        be.matvec_q8(w, xq, y);
-    } else {
-        be.matvec(w, x, y);
-    }
+    be.matvecs(x, xq, &mut [(w, y)]);
 }

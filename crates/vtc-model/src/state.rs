@@ -22,7 +22,8 @@ pub struct RunState {
     pub k: Vec<f32>,
     /// Values of the current position, `[kv_dim]`.
     pub v: Vec<f32>,
-    /// Attention scores of one head, `[max_seq]`.
+    /// Attention scratch, one chunk per head of `head_dim + positions` floats (the
+    /// head's output, then its scores), `[n_heads][head_dim + max_seq]` at most.
     pub att: Vec<f32>,
     /// Feed-forward gate, `[hidden_dim]`.
     pub hb: Vec<f32>,
@@ -60,7 +61,7 @@ impl RunState {
             q: vec![0.0; cfg.q_dim()],
             k: vec![0.0; cfg.kv_dim()],
             v: vec![0.0; cfg.kv_dim()],
-            att: vec![0.0; max_seq],
+            att: vec![0.0; cfg.n_heads * (hd + max_seq)],
             hb: vec![0.0; cfg.hidden_dim],
             hb2: vec![0.0; cfg.hidden_dim],
             cos: vec![0.0; hd / 2],
@@ -84,7 +85,13 @@ impl RunState {
     /// Start of the cached keys (or values) of `kv_head` in `layer`.
     #[inline]
     pub fn cache_base(&self, cfg: &Config, layer: usize, kv_head: usize) -> usize {
-        (layer * cfg.n_kv_heads + kv_head) * self.max_seq * cfg.head_dim
+        Self::cache_offset(cfg, self.max_seq, layer, kv_head)
+    }
+
+    /// [`RunState::cache_base`] for a cache of `max_seq` positions.
+    #[inline]
+    pub fn cache_offset(cfg: &Config, max_seq: usize, layer: usize, kv_head: usize) -> usize {
+        (layer * cfg.n_kv_heads + kv_head) * max_seq * cfg.head_dim
     }
 }
 

@@ -84,6 +84,45 @@ fn synthetic_batched_prefill_matches_token_by_token() {
     }
 }
 
+/// A context long enough that the attention heads of a token are split over the
+/// threads (`Threaded` splits a `for_each_chunk` buffer of 2048 floats or more; here
+/// 8 heads of 8 dims: from position 248 on). Decode, prefill and scoring give the
+/// bits of the 1-thread backend for 2-4 threads.
+#[test]
+fn synthetic_long_context_attention_is_bit_identical_for_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    for dtype in [OutDType::F32, OutDType::Q4_1] {
+        let spec = vtc_import::synthetic::SyntheticSpec {
+            dim: 64,
+            hidden_dim: 176,
+            n_layers: 2,
+            n_heads: 8,
+            n_kv_heads: 2,
+            vocab_size: 256,
+            context_len: 320,
+            dtype,
+            tile_rows: 8,
+            seed: 7,
+        };
+        let path = dir.path().join(format!("long.{dtype}.tvl"));
+        vtc_import::synthetic::write_synthetic(&spec, &path).unwrap();
+        let file = TvlFile::open(&path).unwrap();
+        let model = Model::load(&file).unwrap();
+        let c = model.config();
+        assert!(c.n_heads * (c.head_dim + c.context_len) >= 2048 + 64 * c.n_heads);
+        let ids = ids(c.context_len, c.vocab_size);
+        for be in vtc_kernels::available() {
+            let want = one_by_one(&model, be, &ids);
+            for threads in 2..=4 {
+                let t = Threaded::new(be, threads).unwrap();
+                let what = format!("{dtype} {} x{threads}", be.name());
+                assert!(one_by_one(&model, &t, &ids) == want, "{what}: decode");
+                check_backend(&model, &t, &want, &ids, &what);
+            }
+        }
+    }
+}
+
 #[test]
 fn synthetic_batched_runs_check_their_input() {
     let file = TvlFile::open(common::synthetic_tvl(OutDType::Q4_1)).unwrap();
