@@ -1,5 +1,5 @@
 //! Shared by the fuzz targets: touching every byte of a TVL file the way the runtime
-//! would, and a little input splitter.
+//! would (and writing a converted model first), and a little input splitter.
 #![allow(dead_code)]
 
 use tvl_loader::TvlFile;
@@ -63,6 +63,17 @@ pub fn touch_tvl(file: &TvlFile) {
             }
         }
     }
+}
+
+/// What the importing targets do with a model they converted: write it, the loader must
+/// accept what was written, then [`touch_tvl`].
+pub fn write_and_touch(conv: vtc_import::Conversion) {
+    let mut out = Vec::new();
+    conv.writer
+        .write_to(&mut out)
+        .expect("a converted model writes");
+    let file = TvlFile::from_bytes(&out).expect("the loader accepts what was written");
+    touch_tvl(&file);
 }
 
 /// Cut `data` into a length-prefixed head (u32 LE length, clamped) and the rest.

@@ -45,12 +45,6 @@ fuzz_target!(|data: &[u8]| {
         block_tile_rows: 8,
     };
     if let Ok(conv) = convert(&g, &opts, &mut |_, _| {}) {
-        let mut out = Vec::new();
-        conv.writer
-            .write_to(&mut out)
-            .expect("a converted model writes");
-        let file =
-            tvl_loader::TvlFile::from_bytes(&out).expect("the loader accepts what was written");
-        common::touch_tvl(&file);
+        common::write_and_touch(conv);
     }
 });

@@ -38,12 +38,6 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     if let Ok(conv) = convert(ckpt, vocab, &ConvertOptions::default(), &mut |_, _| {}) {
-        let mut out = Vec::new();
-        conv.writer
-            .write_to(&mut out)
-            .expect("a converted model writes");
-        let file =
-            tvl_loader::TvlFile::from_bytes(&out).expect("the loader accepts what was written");
-        common::touch_tvl(&file);
+        common::write_and_touch(conv);
     }
 });

@@ -40,15 +40,7 @@ fuzz_target!(|data: &[u8]| {
         std::fs::write(&tok, tokenizer).unwrap();
     }
     match vtc_import::hf::convert_dir(dir, &ConvertOptions::default(), &mut |_, _| {}) {
-        Ok(conv) => {
-            let mut out = Vec::new();
-            conv.writer
-                .write_to(&mut out)
-                .expect("a converted model writes");
-            let file =
-                tvl_loader::TvlFile::from_bytes(&out).expect("the loader accepts what was written");
-            common::touch_tvl(&file);
-        }
+        Ok(conv) => common::write_and_touch(conv),
         Err(e) => {
             let _ = e.to_string();
         }

@@ -39,120 +39,30 @@ fn smollm2() -> &'static Tokenizer {
     })
 }
 
-const MERGES: &[(&str, &str)] = &[
-    (" ", "t"),
-    ("h", "e"),
-    (" t", "he"),
-    ("i", "n"),
-    ("e", "r"),
-    (" ", " "),
-    ("  ", "  "),
-    ("\n", "\n"),
-    ("'", "s"),
-    ("1", "2"),
-    ("o", "n"),
-    (" ", "a"),
-    (" a", "n"),
-    ("in", "g"),
-    (" an", "d"),
-];
-
+/// The handmade byte-level BPE of `vtc-testdata` (shared with the property tests of
+/// `vtc-model`), BOS added.
 fn handmade_bpe() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();
     TOK.get_or_init(|| {
-        let mut tokens: Vec<Vec<u8>> = (0..=255u8)
-            .map(|b| byte_level_form(&[b]).into_bytes())
-            .collect();
-        let mut merges = Vec::new();
-        for &(l, r) in MERGES {
-            merges.push(
-                format!(
-                    "{} {}",
-                    byte_level_form(l.as_bytes()),
-                    byte_level_form(r.as_bytes())
-                )
-                .into_bytes(),
-            );
-            tokens.push(byte_level_form(format!("{l}{r}").as_bytes()).into_bytes());
-        }
-        let mut types = vec![1u8; tokens.len()];
-        for s in ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] {
-            tokens.push(s.as_bytes().to_vec());
-            types.push(3);
-        }
-        let n = tokens.len() as u32;
-        Tokenizer::new(TokenizerData {
-            kind: TokenizerKind::ByteLevelBpe,
-            pretokenizer: PreTokenizer::SmolLm,
-            tokens,
-            token_types: types,
-            scores: Vec::new(),
-            merges,
-            bos_id: Some(n - 2),
-            eos_id: Some(n - 1),
-            eot_id: Some(n - 3),
-            unk_id: None,
-            add_bos: true,
-        })
+        Tokenizer::new(vtc_testdata::tokenizer_data!(
+            TokenizerKind::ByteLevelBpe,
+            PreTokenizer::SmolLm,
+            vtc_testdata::tokenizer::handmade_bpe(byte_level_form, true)
+        ))
         .expect("handmade BPE")
     })
 }
 
+/// The handmade SentencePiece vocabulary of `vtc-testdata` (shared with
+/// `vtc-model/tests/fuzz_regressions.rs`).
 fn handmade_spm() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();
     TOK.get_or_init(|| {
-        let mut tokens: Vec<Vec<u8>> = vec![b"<unk>".to_vec(), b"<s>".to_vec(), b"</s>".to_vec()];
-        let mut types = vec![2u8, 3, 3];
-        for b in 0..=255u8 {
-            tokens.push(format!("<0x{b:02X}>").into_bytes());
-            types.push(6);
-        }
-        let pieces = [
-            "\u{2581}",
-            "t",
-            "h",
-            "e",
-            "a",
-            "n",
-            "d",
-            "o",
-            "c",
-            "é",
-            "中",
-            "1",
-            "2",
-            "th",
-            "he",
-            "the",
-            "\u{2581}t",
-            "\u{2581}the",
-            "an",
-            "and",
-            "\u{2581}and",
-            "12",
-            "\u{2581}\u{2581}",
-            "<",
-            ">",
-            "s",
-        ];
-        for p in pieces {
-            tokens.push(p.as_bytes().to_vec());
-            types.push(1);
-        }
-        let scores = (0..tokens.len()).map(|i| -(i as f32) / 7.0).collect();
-        Tokenizer::new(TokenizerData {
-            kind: TokenizerKind::SentencePiece,
-            pretokenizer: PreTokenizer::Gpt2,
-            tokens,
-            token_types: types,
-            scores,
-            merges: Vec::new(),
-            bos_id: Some(1),
-            eos_id: Some(2),
-            eot_id: Some(1),
-            unk_id: Some(0),
-            add_bos: true,
-        })
+        Tokenizer::new(vtc_testdata::tokenizer_data!(
+            TokenizerKind::SentencePiece,
+            PreTokenizer::Gpt2,
+            vtc_testdata::tokenizer::handmade_spm()
+        ))
         .expect("handmade SentencePiece")
     })
 }

@@ -426,17 +426,39 @@ mod tests {
         )
     }
 
+    /// The arguments of one [`line`]: model, backend, test, threads, tok/s, bandwidth.
+    type Row<'a> = (&'a str, &'a str, &'a str, u32, f64, f64);
+
+    /// A JSONL text of one [`line`] per row.
+    fn jsonl(rows: &[Row]) -> String {
+        rows.iter()
+            .map(|&(model, backend, test, threads, tok_s, bw)| {
+                line(model, backend, test, threads, tok_s, bw)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The `tg128` series of the rows.
+    fn tg128(rows: &[Row]) -> Vec<Series> {
+        group(&parse_jsonl("rows.jsonl", &jsonl(rows)).unwrap(), "tg128")
+    }
+
     #[test]
     fn groups_series_per_model_and_keeps_the_test_asked_for() {
-        let text = [
-            line("/m/smollm2.q4_1.tvl", "avx2", "tg128", 2, 115.0, 20.0),
-            line("/m/smollm2.q4_1.tvl", "avx2", "pp64", 1, 90.0, 15.0),
-            line("/m/smollm2.q4_1.tvl", "avx2", "tg128", 1, 76.0, 15.0),
-            String::new(),
-            line("/m/s110.tvl", "avx2", "tg128", 1, 35.0, 15.0),
-            line("/m/s110.tvl", "avx2", "tg128", 2, 49.0, 22.0),
-        ]
-        .join("\n");
+        // A blank line between the two models.
+        let text = format!(
+            "{}\n\n{}",
+            jsonl(&[
+                ("/m/smollm2.q4_1.tvl", "avx2", "tg128", 2, 115.0, 20.0),
+                ("/m/smollm2.q4_1.tvl", "avx2", "pp64", 1, 90.0, 15.0),
+                ("/m/smollm2.q4_1.tvl", "avx2", "tg128", 1, 76.0, 15.0),
+            ]),
+            jsonl(&[
+                ("/m/s110.tvl", "avx2", "tg128", 1, 35.0, 15.0),
+                ("/m/s110.tvl", "avx2", "tg128", 2, 49.0, 22.0),
+            ])
+        );
         let records = parse_jsonl("a.jsonl", &text).unwrap();
         assert_eq!(records.len(), 5);
         let series = group(&records, "tg128");
@@ -467,13 +489,11 @@ mod tests {
 
     #[test]
     fn duplicates_keep_the_fastest_row_and_its_ceiling() {
-        let text = [
-            line("/a/m.tvl", "avx2", "tg128", 1, 70.0, 30.0),
-            line("/a/m.tvl", "avx2", "tg128", 1, 80.0, 10.0),
-            line("/a/m.tvl", "avx2", "tg128", 1, 75.0, 40.0),
-        ]
-        .join("\n");
-        let series = group(&parse_jsonl("d", &text).unwrap(), "tg128");
+        let series = tg128(&[
+            ("/a/m.tvl", "avx2", "tg128", 1, 70.0, 30.0),
+            ("/a/m.tvl", "avx2", "tg128", 1, 80.0, 10.0),
+            ("/a/m.tvl", "avx2", "tg128", 1, 75.0, 40.0),
+        ]);
         assert_eq!(series.len(), 1);
         assert_eq!(series[0].points.len(), 1);
         let p = series[0].points[0];
@@ -483,14 +503,12 @@ mod tests {
 
     #[test]
     fn labels_disambiguate_shared_stems_and_backends() {
-        let text = [
-            line("/a/m.tvl", "avx2", "tg128", 1, 1.0, 1.0),
-            line("/b/m.tvl", "avx2", "tg128", 1, 1.0, 1.0),
-            line("/c/n.tvl", "avx2", "tg128", 1, 1.0, 1.0),
-            line("/c/n.tvl", "scalar", "tg128", 1, 1.0, 1.0),
-        ]
-        .join("\n");
-        let series = group(&parse_jsonl("l", &text).unwrap(), "tg128");
+        let series = tg128(&[
+            ("/a/m.tvl", "avx2", "tg128", 1, 1.0, 1.0),
+            ("/b/m.tvl", "avx2", "tg128", 1, 1.0, 1.0),
+            ("/c/n.tvl", "avx2", "tg128", 1, 1.0, 1.0),
+            ("/c/n.tvl", "scalar", "tg128", 1, 1.0, 1.0),
+        ]);
         let labels: Vec<&str> = series.iter().map(|s| s.label.as_str()).collect();
         assert_eq!(labels, ["/a/m.tvl", "/b/m.tvl", "n (avx2)", "n (scalar)"]);
     }
@@ -540,14 +558,12 @@ mod tests {
         // Needs a DejaVu Sans (Debian: fonts-dejavu-core, which .ci/run installs).
         let font = find_font(None).expect("a system font to draw with");
         register_font(&font).unwrap();
-        let text = [
-            line("/m/q4.tvl", "avx2", "tg128", 1, 76.0, 15.0),
-            line("/m/q4.tvl", "avx2", "tg128", 2, 115.0, 22.0),
-            line("/m/f32.tvl", "avx2", "tg128", 1, 23.0, 15.0),
-            line("/m/f32.tvl", "avx2", "tg128", 2, 36.0, 22.0),
-        ]
-        .join("\n");
-        let series = group(&parse_jsonl("r", &text).unwrap(), "tg128");
+        let series = tg128(&[
+            ("/m/q4.tvl", "avx2", "tg128", 1, 76.0, 15.0),
+            ("/m/q4.tvl", "avx2", "tg128", 2, 115.0, 22.0),
+            ("/m/f32.tvl", "avx2", "tg128", 1, 23.0, 15.0),
+            ("/m/f32.tvl", "avx2", "tg128", 2, 36.0, 22.0),
+        ]);
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("plot.png");
         render(&out, &series, "tg128", "test").unwrap();

@@ -104,7 +104,7 @@ fn other_inputs_convert_and_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let g = golden().join("synthetic-gqa");
     let path = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    let tokenizer = golden().join("../data/llama2c-tokenizer.bin");
+    let tokenizer = vtc_testdata::shared_data("llama2c-tokenizer.bin");
     let tokenizer = tokenizer.to_str().unwrap();
 
     // A llama2.c checkpoint converts (detected; no tokenizer: ids only).

@@ -145,10 +145,7 @@ proptest! {
         n_tensors in 0u64..4,
         n_kv in 0u64..8,
     ) {
-        let mut b = b"GGUF".to_vec();
-        b.extend(3u32.to_le_bytes());
-        b.extend(n_tensors.to_le_bytes());
-        b.extend(n_kv.to_le_bytes());
+        let mut b = common::preamble(3, n_tensors, n_kv);
         b.extend(tail);
         exercise(b, OutDType::F32);
     }

@@ -15,6 +15,10 @@ use vtc_import::convert::{ConvertOptions, ImportError, OutDType};
 use vtc_import::hf::HfError;
 use vtc_import::llama2c::{Checkpoint, Header, Llama2cError, Vocab};
 use vtc_import::{GgufFile, convert};
+use vtc_testdata::hf;
+use vtc_testdata::llama2c::{
+    HUGE_PARAMS, TINY_TOKENS, legacy_checkpoint, legacy_header, tokenizer_bin, vocab_entry,
+};
 
 // ---------------------------------------------------------------------------------
 // GGUF metadata out of range.
@@ -140,11 +144,6 @@ fn gguf_vocab_size_disagreeing_with_the_tokens() {
 // ---------------------------------------------------------------------------------
 // llama2.c header out of range.
 
-/// A legacy header: dim, hidden, layers, heads, kv heads, vocab, seq.
-fn legacy_header(p: [i32; 7]) -> Vec<u8> {
-    p.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
 fn bad_header(p: [i32; 7]) -> (&'static str, i64, &'static str) {
     match Header::parse(&legacy_header(p)) {
         Err(Llama2cError::BadHeader { field, value, why }) => (field, value, why),
@@ -214,17 +213,9 @@ fn llama2c_sizes_out_of_range() {
     }
 }
 
-/// A version-1 or -2 header (256 bytes).
+/// A version-1 or -2 header (256 bytes) of the tiny shape.
 fn versioned_header(version: i32, shared: u8, group: i32) -> Vec<u8> {
-    let mut b = 0x616b_3432u32.to_le_bytes().to_vec();
-    b.extend(version.to_le_bytes());
-    for v in [8, 16, 1, 2, 1, 10, 4i32] {
-        b.extend(v.to_le_bytes());
-    }
-    b.push(shared);
-    b.extend(group.to_le_bytes());
-    b.resize(256, 0);
-    b
+    vtc_testdata::llama2c::versioned_header(version, [8, 16, 1, 2, 1, 10, 4], shared, group)
 }
 
 #[test]
@@ -269,12 +260,7 @@ fn llama2c_truncated_at_every_header_field() {
 
 /// The tiny legacy checkpoint of `llama2c_hf.rs` (dim 8, vocab 10, separate classifier).
 fn tiny_legacy() -> Vec<u8> {
-    let mut b = legacy_header([8, 16, 1, 2, 1, -10, 4]);
-    let n = 10 * 8 + 8 + 8 * 8 + 2 * 4 * 8 + 8 * 8 + 8 + 3 * 16 * 8 + 8 + 2 * 4 * 2 + 10 * 8;
-    for i in 0..n {
-        b.extend_from_slice(&(i as f32 * 1e-3).to_le_bytes());
-    }
-    b
+    legacy_checkpoint([8, 16, 1, 2, 1, -10, 4], |i| i as f32 * 1e-3)
 }
 
 #[test]
@@ -293,49 +279,17 @@ fn llama2c_truncated_at_every_tensor() {
         }
     }
     // A header claiming 2^20 layers after a 28-byte file: refused by size, at once.
-    let huge = legacy_header([
-        1 << 20,
-        1 << 20,
-        1 << 20,
-        1 << 10,
-        1 << 10,
-        1 << 20,
-        1 << 20,
-    ]);
+    let huge = legacy_header(HUGE_PARAMS);
     assert!(matches!(
         Checkpoint::parse(&huge),
         Err(Llama2cError::SizeMismatch { found: 28, .. })
     ));
 }
 
-fn entry(score: f32, s: &[u8]) -> Vec<u8> {
-    let mut e = score.to_le_bytes().to_vec();
-    e.extend_from_slice(&(s.len() as i32).to_le_bytes());
-    e.extend_from_slice(s);
-    e
-}
-
 /// A `tokenizer.bin` of 10 tokens, for `tiny_legacy`.
 fn tiny_vocab() -> Vec<u8> {
-    let mut b = 8i32.to_le_bytes().to_vec();
-    for (i, t) in [
-        &b"<unk>"[..],
-        b"\n<s>\n",
-        b"\n</s>\n",
-        b"<0x0A>",
-        b" a",
-        b"b",
-        b" the",
-        b"th",
-        b"e",
-        b"t",
-    ]
-    .iter()
-    .enumerate()
-    {
-        b.extend(entry(-(i as f32), t));
-    }
-    b
+    let more: [&[u8]; 2] = [b"e", b"t"];
+    tokenizer_bin(8, &[&TINY_TOKENS[..], &more].concat())
 }
 
 #[test]
@@ -388,7 +342,7 @@ fn llama2c_tokenizer_lengths_and_counts() {
     // A length above max_token_length, and a huge length under a huge maximum: both
     // refused before any allocation of that size.
     let mut b = 4i32.to_le_bytes().to_vec();
-    b.extend(entry(0.0, b"abcde"));
+    b.extend(vocab_entry(0.0, b"abcde"));
     match Vocab::parse(&b) {
         Err(Llama2cError::TokenLength {
             token: 0,
@@ -414,7 +368,7 @@ fn llama2c_tokenizer_lengths_and_counts() {
     // More tokens than the model's vocabulary (the special ids then exist, but the
     // table is not the model's).
     let mut more = tiny_vocab();
-    more.extend(entry(0.0, b"extra"));
+    more.extend(vocab_entry(0.0, b"extra"));
     let e = vtc_import::llama2c::convert(
         &tiny_legacy(),
         Some(Vocab::parse(&more).unwrap()),
@@ -447,37 +401,11 @@ const CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 8
 const TOKENIZER: &str = r#"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "c": 3},
     "merges": ["a b"]}, "pre_tokenizer": {"type": "ByteLevel"}}"#;
 
-fn tensors() -> Vec<(&'static str, Vec<usize>)> {
-    vec![
-        ("model.embed_tokens.weight", vec![4, 8]),
-        ("model.norm.weight", vec![8]),
-        ("model.layers.0.input_layernorm.weight", vec![8]),
-        ("model.layers.0.self_attn.q_proj.weight", vec![8, 8]),
-        ("model.layers.0.self_attn.k_proj.weight", vec![4, 8]),
-        ("model.layers.0.self_attn.v_proj.weight", vec![4, 8]),
-        ("model.layers.0.self_attn.o_proj.weight", vec![8, 8]),
-        ("model.layers.0.post_attention_layernorm.weight", vec![8]),
-        ("model.layers.0.mlp.gate_proj.weight", vec![16, 8]),
-        ("model.layers.0.mlp.up_proj.weight", vec![16, 8]),
-        ("model.layers.0.mlp.down_proj.weight", vec![8, 16]),
-    ]
-}
-
+/// The weights of `CONFIG`: every tensor F32, values 0.25.
 fn safetensors_bytes() -> Vec<u8> {
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = tensors()
-        .into_iter()
-        .map(|(n, s)| {
-            let count: usize = s.iter().product();
-            (n.to_string(), s, 0.25f32.to_le_bytes().repeat(count))
-        })
-        .collect();
-    let views = data.iter().map(|(n, s, b)| {
-        (
-            n.clone(),
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
-        )
-    });
-    safetensors::serialize(views, None).unwrap()
+    hf::safetensors(safetensors::Dtype::F32, hf::tiny_llama_tensors(4), |n| {
+        0.25f32.to_le_bytes().repeat(n)
+    })
 }
 
 /// Write a directory (config, weights, optional tokenizer) and convert it.

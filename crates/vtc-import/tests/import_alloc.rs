@@ -4,58 +4,22 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use common::{put_str, put_u32, put_u64, vt};
 use vtc_import::convert::{ConvertOptions, ImportError};
 use vtc_import::hf::HfError;
 use vtc_import::llama2c::{Checkpoint, Llama2cError, Vocab};
 use vtc_import::{GgufError, GgufFile};
-
-struct Counting;
-
-static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts the bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+use vtc_testdata::alloc::CountingAlloc;
+use vtc_testdata::llama2c::{HUGE_PARAMS, legacy_header};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Bytes allocated while `f` runs.
-fn allocated<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let before = ALLOCATED.load(Ordering::Relaxed);
-    let r = f();
-    (r, ALLOCATED.load(Ordering::Relaxed) - before)
-}
+static GLOBAL: CountingAlloc = CountingAlloc::new();
 
 /// The small constant of "the input size plus a small constant".
 const SLACK: usize = 16 << 10;
 
 fn gguf_header(n_tensors: u64, n_kv: u64) -> Vec<u8> {
-    let mut b = b"GGUF".to_vec();
-    put_u32(&mut b, 3);
-    put_u64(&mut b, n_tensors);
-    put_u64(&mut b, n_kv);
-    b
+    common::preamble(3, n_tensors, n_kv)
 }
 
 const HF_CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 8,
@@ -83,7 +47,7 @@ fn hostile_sizes_allocate_at_most_the_input_plus_a_constant() {
     }
     for bytes in cases {
         let len = bytes.len();
-        let (r, used) = allocated(move || GgufFile::from_bytes(bytes));
+        let (r, used) = GLOBAL.measure(move || GgufFile::from_bytes(bytes));
         let e = r.unwrap_err();
         assert!(
             matches!(
@@ -100,19 +64,8 @@ fn hostile_sizes_allocate_at_most_the_input_plus_a_constant() {
 
     // llama2.c: a 28-byte header claiming 2^20 layers of 2^20 x 2^20 matrices
     // (1024 heads of 1024).
-    let huge: Vec<u8> = [
-        1i32 << 20,
-        1 << 20,
-        1 << 20,
-        1 << 10,
-        1 << 10,
-        1 << 20,
-        1 << 20,
-    ]
-    .iter()
-    .flat_map(|v| v.to_le_bytes())
-    .collect();
-    let (r, used) = allocated(|| Checkpoint::parse(&huge));
+    let huge = legacy_header(HUGE_PARAMS);
+    let (r, used) = GLOBAL.measure(|| Checkpoint::parse(&huge));
     assert!(matches!(
         r,
         Err(Llama2cError::SizeMismatch { found: 28, .. })
@@ -123,7 +76,7 @@ fn hostile_sizes_allocate_at_most_the_input_plus_a_constant() {
     let mut vocab = i32::MAX.to_le_bytes().to_vec();
     vocab.extend(0f32.to_le_bytes());
     vocab.extend(i32::MAX.to_le_bytes());
-    let (r, used) = allocated(|| Vocab::parse(&vocab));
+    let (r, used) = GLOBAL.measure(|| Vocab::parse(&vocab));
     assert!(matches!(r, Err(Llama2cError::TokenizerTruncated { .. })));
     assert!(used < SLACK, "tokenizer.bin: {used} bytes allocated");
 
@@ -147,8 +100,8 @@ fn hostile_sizes_allocate_at_most_the_input_plus_a_constant() {
     .unwrap();
     std::fs::write(d.join("model.safetensors"), &st).unwrap();
     let input = HF_CONFIG.len() + tok.len() + st.len();
-    let (r, used) =
-        allocated(|| vtc_import::hf::convert_dir(d, &ConvertOptions::default(), &mut |_, _| {}));
+    let (r, used) = GLOBAL
+        .measure(|| vtc_import::hf::convert_dir(d, &ConvertOptions::default(), &mut |_, _| {}));
     assert!(
         matches!(r, Err(ImportError::Hf(HfError::Shape { .. }))),
         "{:?}",

@@ -8,22 +8,15 @@ use proptest::prelude::*;
 use vtc_import::convert::{ConvertOptions, ImportError, OutDType};
 use vtc_import::hf::HfError;
 use vtc_import::llama2c::{Checkpoint, Header, Llama2cError, Vocab};
-
-/// A legacy header.
-fn legacy_header(p: [i32; 7]) -> Vec<u8> {
-    p.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
+use vtc_testdata::hf;
+use vtc_testdata::llama2c::{
+    MAGIC, legacy_checkpoint, legacy_header, versioned_header, vocab_entry,
+};
 
 /// A tiny legacy checkpoint: dim 8, hidden 16, 1 layer, 2 heads (1 kv head), vocab 10,
 /// seq 4, separate classifier; values 0, 1, 2, ... in file order.
 fn tiny_legacy() -> Vec<u8> {
-    let mut b = legacy_header([8, 16, 1, 2, 1, -10, 4]);
-    let kv = 4;
-    let n = 10 * 8 + 8 + 8 * 8 + 2 * kv * 8 + 8 * 8 + 8 + 3 * 16 * 8 + 8 + 2 * 4 * 2 + 10 * 8;
-    for i in 0..n {
-        b.extend_from_slice(&(i as f32).to_le_bytes());
-    }
-    b
+    legacy_checkpoint([8, 16, 1, 2, 1, -10, 4], |i| i as f32)
 }
 
 #[test]
@@ -59,15 +52,8 @@ fn legacy_layout_is_run_c_order() {
 #[test]
 fn version2_q8_dequantizes_to_the_exact_products() {
     let (dim, hidden, vocab, gs) = (8usize, 16usize, 10usize, 4usize);
-    let mut b = Vec::new();
-    b.extend_from_slice(&0x616b_3432u32.to_le_bytes());
-    b.extend_from_slice(&2i32.to_le_bytes());
-    for v in [dim, hidden, 1, 2, 2, vocab, 4] {
-        b.extend_from_slice(&(v as i32).to_le_bytes());
-    }
-    b.push(1); // shared classifier
-    b.extend_from_slice(&(gs as i32).to_le_bytes());
-    b.resize(256, 0);
+    let p = [dim, hidden, 1, 2, 2, vocab, 4].map(|v| v as i32);
+    let mut b = versioned_header(2, p, 1, gs as i32); // shared classifier
     for _ in 0..(dim + dim + dim) {
         b.extend_from_slice(&1.0f32.to_le_bytes()); // norms
     }
@@ -135,13 +121,13 @@ fn malformed_checkpoints_are_typed_errors() {
         ("kv heads", legacy_header([8, 16, 1, 2, 3, 10, 4])),
         ("negative layers", legacy_header([8, 16, -1, 2, 1, 10, 4])),
         ("unknown version", {
-            let mut h = 0x616b_3432u32.to_le_bytes().to_vec();
+            let mut h = MAGIC.to_le_bytes().to_vec();
             h.extend_from_slice(&7i32.to_le_bytes());
             h.resize(256, 0);
             h
         }),
         ("v1 short", {
-            let mut h = 0x616b_3432u32.to_le_bytes().to_vec();
+            let mut h = MAGIC.to_le_bytes().to_vec();
             h.extend_from_slice(&1i32.to_le_bytes());
             h
         }),
@@ -171,24 +157,18 @@ fn malformed_checkpoints_are_typed_errors() {
 
 #[test]
 fn malformed_vocabularies_are_typed_errors() {
-    let entry = |score: f32, s: &[u8]| {
-        let mut e = score.to_le_bytes().to_vec();
-        e.extend_from_slice(&(s.len() as i32).to_le_bytes());
-        e.extend_from_slice(s);
-        e
-    };
     let mut good = 8i32.to_le_bytes().to_vec();
-    good.extend(entry(0.0, b"<unk>"));
-    good.extend(entry(0.0, b"\n<s>\n"));
-    good.extend(entry(0.0, b"\n</s>\n"));
-    good.extend(entry(0.0, b"<0x0A>"));
-    good.extend(entry(-1.0, b" a"));
+    good.extend(vocab_entry(0.0, b"<unk>"));
+    good.extend(vocab_entry(0.0, b"\n<s>\n"));
+    good.extend(vocab_entry(0.0, b"\n</s>\n"));
+    good.extend(vocab_entry(0.0, b"<0x0A>"));
+    good.extend(vocab_entry(-1.0, b" a"));
     let v = Vocab::parse(&good).unwrap();
     assert_eq!(v.tokens[4], "\u{2581}a".as_bytes());
     assert_eq!(v.types, [2, 3, 3, 6, 1]);
 
     let mut long = 2i32.to_le_bytes().to_vec();
-    long.extend(entry(0.0, b"abc"));
+    long.extend(vocab_entry(0.0, b"abc"));
     let mut negative = 8i32.to_le_bytes().to_vec();
     negative.extend(0f32.to_le_bytes());
     negative.extend((-1i32).to_le_bytes());
@@ -235,43 +215,14 @@ const CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 8
 /// A tiny HF directory: every tensor of the config in `dtype`, values 0.5.
 fn tiny_hf(dir: &Path, dtype: safetensors::Dtype, skip: Option<&str>) {
     write(dir, "config.json", CONFIG);
-    let shapes: Vec<(&str, Vec<usize>)> = vec![
-        ("model.embed_tokens.weight", vec![4, 8]),
-        ("model.norm.weight", vec![8]),
-        ("model.layers.0.input_layernorm.weight", vec![8]),
-        ("model.layers.0.self_attn.q_proj.weight", vec![8, 8]),
-        ("model.layers.0.self_attn.k_proj.weight", vec![4, 8]),
-        ("model.layers.0.self_attn.v_proj.weight", vec![4, 8]),
-        ("model.layers.0.self_attn.o_proj.weight", vec![8, 8]),
-        ("model.layers.0.post_attention_layernorm.weight", vec![8]),
-        ("model.layers.0.mlp.gate_proj.weight", vec![16, 8]),
-        ("model.layers.0.mlp.up_proj.weight", vec![16, 8]),
-        ("model.layers.0.mlp.down_proj.weight", vec![8, 16]),
-    ];
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
-        .into_iter()
-        .filter(|(n, _)| Some(*n) != skip)
-        .map(|(n, s)| {
-            let count: usize = s.iter().product();
-            let bytes = match dtype {
-                safetensors::Dtype::F16 => half::f16::from_f32(0.5).to_le_bytes().repeat(count),
-                safetensors::Dtype::I32 => 1i32.to_le_bytes().repeat(count),
-                _ => 0.5f32.to_le_bytes().repeat(count),
-            };
-            (n.to_string(), s, bytes)
-        })
-        .collect();
-    let views = data.iter().map(|(n, s, b)| {
-        (
-            n.clone(),
-            safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap(),
-        )
+    let mut tensors = hf::tiny_llama_tensors(4);
+    tensors.retain(|(n, _)| Some(n.as_str()) != skip);
+    let st = hf::safetensors(dtype, tensors, |count| match dtype {
+        safetensors::Dtype::F16 => half::f16::from_f32(0.5).to_le_bytes().repeat(count),
+        safetensors::Dtype::I32 => 1i32.to_le_bytes().repeat(count),
+        _ => 0.5f32.to_le_bytes().repeat(count),
     });
-    std::fs::write(
-        dir.join("model.safetensors"),
-        safetensors::serialize(views, None).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(dir.join("model.safetensors"), st).unwrap();
 }
 
 fn convert_dir(dir: &Path, dtype: OutDType) -> Result<vtc_import::Conversion, ImportError> {

@@ -2,63 +2,16 @@
 //! `cargo test` checks them without cargo-fuzz.
 
 use tvl_format::{PreTokenizer, TokenizerKind};
-use vtc_model::tokenizer::{StreamDecoder, Tokenizer, TokenizerData};
+use vtc_model::tokenizer::{StreamDecoder, Tokenizer};
 
 /// The `tokenizer` target's handmade SentencePiece vocabulary (mode 2): `<unk>`, `<s>`,
 /// `</s>`, the 256 byte tokens, then scored pieces.
 fn handmade_spm() -> Tokenizer {
-    let mut tokens: Vec<Vec<u8>> = vec![b"<unk>".to_vec(), b"<s>".to_vec(), b"</s>".to_vec()];
-    let mut types = vec![2u8, 3, 3];
-    for b in 0..=255u8 {
-        tokens.push(format!("<0x{b:02X}>").into_bytes());
-        types.push(6);
-    }
-    let pieces = [
-        "\u{2581}",
-        "t",
-        "h",
-        "e",
-        "a",
-        "n",
-        "d",
-        "o",
-        "c",
-        "é",
-        "中",
-        "1",
-        "2",
-        "th",
-        "he",
-        "the",
-        "\u{2581}t",
-        "\u{2581}the",
-        "an",
-        "and",
-        "\u{2581}and",
-        "12",
-        "\u{2581}\u{2581}",
-        "<",
-        ">",
-        "s",
-    ];
-    for p in pieces {
-        tokens.push(p.as_bytes().to_vec());
-        types.push(1);
-    }
-    let scores = (0..tokens.len()).map(|i| -(i as f32) / 7.0).collect();
-    Tokenizer::new(TokenizerData {
-        kind: TokenizerKind::SentencePiece,
-        pretokenizer: PreTokenizer::Gpt2,
-        tokens,
-        token_types: types,
-        scores,
-        merges: Vec::new(),
-        bos_id: Some(1),
-        eos_id: Some(2),
-        eot_id: Some(1),
-        unk_id: Some(0),
-        add_bos: true,
-    })
+    Tokenizer::new(vtc_testdata::tokenizer_data!(
+        TokenizerKind::SentencePiece,
+        PreTokenizer::Gpt2,
+        vtc_testdata::tokenizer::handmade_spm()
+    ))
     .unwrap()
 }
 

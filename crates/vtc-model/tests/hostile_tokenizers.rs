@@ -3,9 +3,6 @@
 //! copy as they are), special ids outside the vocabulary and broken string tables in a
 //! TVL file. Each is a typed error of `Model::load` naming what and where.
 
-#[path = "../../vtc-import/tests/common/mod.rs"]
-mod gguf;
-
 use std::mem::offset_of;
 
 use tvl_format::{CONFIG_OFFSET, ModelConfig, names};
@@ -13,6 +10,7 @@ use tvl_loader::TvlFile;
 use vtc_import::{ConvertOptions, GgufFile, convert};
 use vtc_model::tokenizer::TokenizerError;
 use vtc_model::{Model, ModelError};
+use vtc_testdata::gguf;
 
 /// The tiny GGUF Llama with a byte-level vocabulary in which the merges `t o`, `to k`
 /// are valid, converted to TVL bytes.

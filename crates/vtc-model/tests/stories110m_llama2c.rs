@@ -86,7 +86,7 @@ fn stories110m_shaped_checkpoint_converts_and_runs() {
     let bin = dir.path().join("stories110m.bin");
     let marks = write_checkpoint(&bin);
     let raw = std::fs::read(&bin).unwrap();
-    let tokenizer = common::golden_dir().join("../data/llama2c-tokenizer.bin");
+    let tokenizer = vtc_testdata::shared_data("llama2c-tokenizer.bin");
     let tvl = dir.path().join("stories110m.tvl");
     let t = std::time::Instant::now();
     let (kind, report) = vtc_import::source::convert_any(

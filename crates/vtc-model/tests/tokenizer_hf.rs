@@ -13,28 +13,17 @@ use vtc_model::tokenizer::StreamDecoder;
 
 #[test]
 fn ids_equal_hugging_face_tokenizers() {
-    let cases = common::read_json(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/smollm2-hf-tokenizer-cases.json"),
-    );
+    let cases = common::tokenizer_cases("smollm2-hf-tokenizer-cases.json");
     let file = TvlFile::open(common::smollm2(OutDType::F32)).unwrap();
     let model = Model::load(&file).unwrap();
     let tok = model.tokenizer();
-    let cases = cases.as_array().unwrap();
     assert!(cases.len() > 150);
     let mut total_ids = 0;
-    for case in cases {
-        let name = case["name"].as_str().unwrap();
-        let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+    for case in &cases {
+        let (name, text, want) = (&case.name, case.text.as_str(), &case.ids);
         // HF treats control tokens as added tokens: special parsing on.
         let got = tok.encode(text, true).unwrap();
-        assert_eq!(got, want, "case {name}");
+        assert_eq!(got, *want, "case {name}");
         total_ids += got.len();
         // Streaming decode gives the same text as a whole decode.
         let mut dec = StreamDecoder::new();

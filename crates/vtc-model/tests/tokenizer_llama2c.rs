@@ -14,31 +14,22 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use tvl_format::{PreTokenizer, TokenizerKind};
 use vtc_import::llama2c::Vocab;
-use vtc_model::tokenizer::{StreamDecoder, Tokenizer, TokenizerData, token_type};
+use vtc_model::tokenizer::{StreamDecoder, Tokenizer, token_type};
+use vtc_testdata::tokenizer::TokenizerTables;
 
 fn vocab_path() -> PathBuf {
-    let p = common::golden_dir().join("../data/llama2c-tokenizer.bin");
-    assert!(p.is_file(), "{} not found", p.display());
-    p
+    vtc_testdata::shared_data("llama2c-tokenizer.bin")
 }
 
 fn tokenizer() -> &'static Tokenizer {
     static TOK: std::sync::OnceLock<Tokenizer> = std::sync::OnceLock::new();
     TOK.get_or_init(|| {
         let v = Vocab::parse(&std::fs::read(vocab_path()).unwrap()).unwrap();
-        Tokenizer::new(TokenizerData {
-            kind: TokenizerKind::SentencePiece,
-            pretokenizer: PreTokenizer::Gpt2,
-            tokens: v.tokens,
-            token_types: v.types,
-            scores: v.scores,
-            merges: Vec::new(),
-            bos_id: Some(1),
-            eos_id: Some(2),
-            eot_id: Some(1),
-            unk_id: Some(0),
-            add_bos: true,
-        })
+        Tokenizer::new(vtc_testdata::tokenizer_data!(
+            TokenizerKind::SentencePiece,
+            PreTokenizer::Gpt2,
+            TokenizerTables::sentencepiece(v.tokens, v.types, v.scores)
+        ))
         .unwrap()
     })
 }
@@ -63,24 +54,14 @@ fn vocabulary_parses_into_sentencepiece_form() {
 
 #[test]
 fn ids_equal_run_c() {
-    let cases = common::read_json(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/llama2c-tokenizer-cases.json"),
-    );
-    let cases = cases.as_array().unwrap();
+    let cases = common::tokenizer_cases("llama2c-tokenizer-cases.json");
     assert!(cases.len() >= 70);
     let tok = tokenizer();
     let mut total = 0;
-    for case in cases {
-        let name = case["name"].as_str().unwrap();
-        let text = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
+    for case in &cases {
+        let (name, text, want) = (&case.name, case.text.as_str(), &case.ids);
         let got = tok.encode_prompt(text).unwrap();
-        assert_eq!(got, want, "case {name}: {text:?}");
+        assert_eq!(got, *want, "case {name}: {text:?}");
         assert_eq!(tok.decode(&got[1..]), text, "case {name}: decode");
         total += want.len();
     }

@@ -3,64 +3,17 @@
 
 use proptest::prelude::*;
 use tvl_format::{PreTokenizer, TokenizerKind};
-use vtc_model::tokenizer::{
-    GPT2_PATTERN, StreamDecoder, Tokenizer, TokenizerData, byte_level_form,
-};
+use vtc_model::tokenizer::{GPT2_PATTERN, StreamDecoder, Tokenizer, byte_level_form};
+use vtc_testdata::tokenizer::{BPE_MERGES, handmade_bpe};
 
-/// Merges in rank order, as (left, right) in raw bytes.
-const MERGES: &[(&str, &str)] = &[
-    (" ", "t"),
-    ("h", "e"),
-    (" t", "he"),
-    ("i", "n"),
-    ("e", "r"),
-    (" ", " "),
-    ("  ", "  "),
-    ("\n", "\n"),
-    ("'", "s"),
-    ("1", "2"),
-    ("\u{c3}", "\u{a9}"), // placeholder, replaced by the bytes of "é" below
-    ("o", "n"),
-    (" ", "a"),
-    (" a", "n"),
-    ("in", "g"),
-    (" an", "d"),
-];
-
+/// The handmade byte-level BPE (all 256 byte tokens, `BPE_MERGES`, ChatML specials),
+/// shared with the `tokenizer` fuzz target; no BOS added.
 fn vocab(pre: PreTokenizer) -> Tokenizer {
-    let mut tokens: Vec<Vec<u8>> = (0..=255u8)
-        .map(|b| byte_level_form(&[b]).into_bytes())
-        .collect();
-    let mut merges = Vec::new();
-    for &(l, r) in MERGES {
-        let (l, r): (Vec<u8>, Vec<u8>) = if l == "\u{c3}" {
-            ("é".as_bytes()[..1].to_vec(), "é".as_bytes()[1..].to_vec())
-        } else {
-            (l.as_bytes().to_vec(), r.as_bytes().to_vec())
-        };
-        let joined: Vec<u8> = [l.clone(), r.clone()].concat();
-        merges.push(format!("{} {}", byte_level_form(&l), byte_level_form(&r)).into_bytes());
-        tokens.push(byte_level_form(&joined).into_bytes());
-    }
-    let mut token_types = vec![1u8; tokens.len()];
-    for s in ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] {
-        tokens.push(s.as_bytes().to_vec());
-        token_types.push(3);
-    }
-    let n = tokens.len() as u32;
-    Tokenizer::new(TokenizerData {
-        kind: TokenizerKind::ByteLevelBpe,
-        pretokenizer: pre,
-        tokens,
-        token_types,
-        scores: Vec::new(),
-        merges,
-        bos_id: Some(n - 2),
-        eos_id: Some(n - 1),
-        eot_id: Some(n - 3),
-        unk_id: None,
-        add_bos: false,
-    })
+    Tokenizer::new(vtc_testdata::tokenizer_data!(
+        TokenizerKind::ByteLevelBpe,
+        pre,
+        handmade_bpe(byte_level_form, false)
+    ))
     .unwrap()
 }
 
@@ -190,7 +143,7 @@ proptest! {
 #[test]
 fn vocab_is_well_formed() {
     let tok = vocab(PreTokenizer::SmolLm);
-    assert_eq!(tok.vocab_size(), 256 + MERGES.len() + 3);
+    assert_eq!(tok.vocab_size(), 256 + BPE_MERGES.len() + 3);
     assert_eq!(tok.token_bytes(256 + 10), Some("é".as_bytes()));
     assert_eq!(tok.encode("the", false).unwrap().len(), 2); // "t" + "he": " t" needs a space
     assert_eq!(tok.encode(" the", false).unwrap(), [256 + 2]);

@@ -5,11 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use vtc_import::{ConvertOptions, GgufFile, OutDType, convert};
-
-#[path = "../../../crates/vtc-import/tests/common/mod.rs"]
-mod common;
-
-use common::{GgufBuilder, Rng, Tiny, gt, llama_tensors, random_data};
+use vtc_testdata::gguf::{GgufBuilder, Tiny, add_llama_tensors, gt};
+use vtc_testdata::llama2c::{TINY_TOKENS, legacy_checkpoint, versioned_header};
+use vtc_testdata::{Rng, hf};
 
 /// dim 32 (the Q blocks' 32), hidden 32, 1 layer, 2 heads of 16, 1 kv head, vocab 16.
 const SHAPE: Tiny = Tiny {
@@ -28,16 +26,7 @@ fn tiny_gguf(ty: u32, spm: bool, tied: bool) -> Vec<u8> {
     let t = &SHAPE;
     let mut rng = Rng(ty as u64 + 7);
     let mut g = GgufBuilder::new();
-    g.str("general.architecture", "llama")
-        .u32("llama.context_length", 8)
-        .u32("llama.embedding_length", t.dim as u32)
-        .u32("llama.feed_forward_length", t.hidden as u32)
-        .u32("llama.block_count", t.layers as u32)
-        .u32("llama.attention.head_count", t.heads as u32)
-        .u32("llama.attention.head_count_kv", t.kv_heads as u32)
-        .u32("llama.rope.dimension_count", t.head_dim as u32)
-        .f32("llama.rope.freq_base", 10000.0)
-        .f32("llama.attention.layer_norm_rms_epsilon", 1e-5);
+    g.llama(t, 8);
     if spm {
         let tokens = [
             "<unk>",
@@ -101,48 +90,24 @@ fn tiny_gguf(ty: u32, spm: bool, tied: bool) -> Vec<u8> {
     }
     g.u32("tokenizer.ggml.bos_token_id", 1)
         .u32("tokenizer.ggml.eos_token_id", 2);
-    for (name, dims) in llama_tensors(t, !tied) {
-        let n = dims.iter().product::<u64>() as usize;
-        let ty = if dims.len() == 1 { gt::F32 } else { ty };
-        let data = random_data(&mut rng, ty, n);
-        g.tensor(&name, &dims, ty, data);
-    }
+    add_llama_tensors(&mut g, t, ty, !tied, &mut rng);
     g.build()
 }
 
 /// A legacy llama2.c checkpoint: dim 8, hidden 16, 1 layer, 2 heads (1 kv), vocab
 /// `vocab`, seq 4, separate classifier when `separate`.
 fn legacy(vocab: i32, separate: bool) -> Vec<u8> {
-    let mut b: Vec<u8> = [8, 16, 1, 2, 1, if separate { -vocab } else { vocab }, 4]
-        .iter()
-        .flat_map(|v: &i32| v.to_le_bytes())
-        .collect();
-    let (d, h, v, kv) = (8usize, 16usize, vocab as usize, 4usize);
-    let mut n = v * d + d + d * d + 2 * kv * d + d * d + d + 3 * h * d + d + 2 * 4 * 2;
-    if separate {
-        n += v * d;
-    }
     let mut rng = Rng(3);
-    for _ in 0..n {
-        b.extend((rng.unit() * 0.1).to_le_bytes());
-    }
-    b
+    let p = [8, 16, 1, 2, 1, if separate { -vocab } else { vocab }, 4];
+    legacy_checkpoint(p, |_| rng.unit() * 0.1)
 }
 
 /// A version-1 (f32) or version-2 (Q8_0, group size 4) checkpoint of the same shape,
 /// shared classifier.
 fn versioned(version: i32, vocab: usize) -> Vec<u8> {
     let (d, h) = (8usize, 16usize);
-    let mut b = 0x616b_3432u32.to_le_bytes().to_vec();
-    b.extend(version.to_le_bytes());
-    for v in [d, h, 1, 2, 1, vocab, 4] {
-        b.extend((v as i32).to_le_bytes());
-    }
-    b.push(1);
-    if version == 2 {
-        b.extend(4i32.to_le_bytes());
-    }
-    b.resize(256, 0);
+    let p = [d, h, 1, 2, 1, vocab, 4].map(|v| v as i32);
+    let mut b = versioned_header(version, p, 1, if version == 2 { 4 } else { 0 });
     let mut rng = Rng(5);
     for _ in 0..3 * d {
         b.extend(1.0f32.to_le_bytes());
@@ -165,26 +130,14 @@ fn versioned(version: i32, vocab: usize) -> Vec<u8> {
 
 /// A llama2.c `tokenizer.bin` of `vocab` tokens (at least 8).
 fn tokenizer_bin(vocab: usize) -> Vec<u8> {
-    let words: [&[u8]; 8] = [
-        b"<unk>",
-        b"\n<s>\n",
-        b"\n</s>\n",
-        b"<0x0A>",
-        b" a",
-        b"b",
-        b" the",
-        b"th",
-    ];
-    let mut b = 8i32.to_le_bytes().to_vec();
-    for i in 0..vocab {
-        let w: Vec<u8> = words
-            .get(i)
-            .map_or_else(|| format!("t{i}").into_bytes(), |w| w.to_vec());
-        b.extend((-(i as f32)).to_le_bytes());
-        b.extend((w.len() as i32).to_le_bytes());
-        b.extend(&w);
-    }
-    b
+    let tokens: Vec<Vec<u8>> = (0..vocab)
+        .map(|i| {
+            TINY_TOKENS
+                .get(i)
+                .map_or_else(|| format!("t{i}").into_bytes(), |w| w.to_vec())
+        })
+        .collect();
+    vtc_testdata::llama2c::tokenizer_bin(8, &tokens)
 }
 
 fn with_len(parts: &[&[u8]]) -> Vec<u8> {
@@ -210,45 +163,21 @@ const HF_TOKENIZER: &str = r#"{"model": {"type": "BPE", "vocab": {"a": 0, "b": 3
  "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true},
  {"type": "ByteLevel"}]}, "post_processor": {"single": [{"SpecialToken": {"id": "<s>"}}]}}"#;
 
+/// The weights of `HF_CONFIG` in `dtype`, random values in [-0.1, 0.1).
 fn hf_safetensors(dtype: safetensors::Dtype) -> Vec<u8> {
-    let shapes: Vec<(&str, Vec<usize>)> = vec![
-        ("model.embed_tokens.weight", vec![6, 8]),
-        ("model.norm.weight", vec![8]),
-        ("model.layers.0.input_layernorm.weight", vec![8]),
-        ("model.layers.0.self_attn.q_proj.weight", vec![8, 8]),
-        ("model.layers.0.self_attn.k_proj.weight", vec![4, 8]),
-        ("model.layers.0.self_attn.v_proj.weight", vec![4, 8]),
-        ("model.layers.0.self_attn.o_proj.weight", vec![8, 8]),
-        ("model.layers.0.post_attention_layernorm.weight", vec![8]),
-        ("model.layers.0.mlp.gate_proj.weight", vec![16, 8]),
-        ("model.layers.0.mlp.up_proj.weight", vec![16, 8]),
-        ("model.layers.0.mlp.down_proj.weight", vec![8, 16]),
-    ];
     let mut rng = Rng(11);
-    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
-        .into_iter()
-        .map(|(n, s)| {
-            let count: usize = s.iter().product();
-            let bytes: Vec<u8> = (0..count)
-                .flat_map(|_| {
-                    let x = rng.unit() * 0.1;
-                    match dtype {
-                        safetensors::Dtype::F16 => half::f16::from_f32(x).to_le_bytes().to_vec(),
-                        safetensors::Dtype::BF16 => half::bf16::from_f32(x).to_le_bytes().to_vec(),
-                        _ => x.to_le_bytes().to_vec(),
-                    }
-                })
-                .collect();
-            (n.to_string(), s, bytes)
-        })
-        .collect();
-    let views = data.iter().map(|(n, s, b)| {
-        (
-            n.clone(),
-            safetensors::tensor::TensorView::new(dtype, s.clone(), b).unwrap(),
-        )
-    });
-    safetensors::serialize(views, None).unwrap()
+    hf::safetensors(dtype, hf::tiny_llama_tensors(6), |count| {
+        (0..count)
+            .flat_map(|_| {
+                let x = rng.unit() * 0.1;
+                match dtype {
+                    safetensors::Dtype::F16 => half::f16::from_f32(x).to_le_bytes().to_vec(),
+                    safetensors::Dtype::BF16 => half::bf16::from_f32(x).to_le_bytes().to_vec(),
+                    _ => x.to_le_bytes().to_vec(),
+                }
+            })
+            .collect()
+    })
 }
 
 fn put(dir: &Path, name: &str, bytes: &[u8]) {

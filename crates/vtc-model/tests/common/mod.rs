@@ -11,24 +11,44 @@ use vtc_model::{Model, Session};
 
 /// `../shared/golden` beside the checkout, or `$VTC_GOLDEN`. Missing files fail the
 /// test: a reference test that cannot find its reference must not pass.
-pub fn golden_dir() -> PathBuf {
-    let dir = std::env::var_os("VTC_GOLDEN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden")
-        });
-    assert!(
-        dir.join("README.md").is_file(),
-        "golden reference files not found at {} (set VTC_GOLDEN)",
-        dir.display()
-    );
-    dir
-}
+pub use vtc_testdata::golden_dir;
 
 pub fn read_json(path: PathBuf) -> serde_json::Value {
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
+/// One case of a tokenizer case file: a name, a text and the ids the reference
+/// tokenizer gives the text.
+pub struct TokenizerCase {
+    pub name: String,
+    pub text: String,
+    pub ids: Vec<u32>,
+}
+
+/// The cases of `tests/data/{file}` (a JSON array of `{"name", "text", "ids"}`).
+pub fn tokenizer_cases(file: &str) -> Vec<TokenizerCase> {
+    let cases = read_json(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(file),
+    );
+    cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| TokenizerCase {
+            name: case["name"].as_str().unwrap().to_string(),
+            text: case["text"].as_str().unwrap().to_string(),
+            ids: case["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect(),
+        })
+        .collect()
 }
 
 pub fn read_f32(path: PathBuf) -> Vec<f32> {
