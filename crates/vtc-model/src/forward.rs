@@ -21,44 +21,48 @@ pub fn forward<B: Backend + ?Sized>(
     pos: usize,
 ) {
     let hd = cfg.head_dim;
-    w.token_embd.row_into(token as usize, &mut s.x);
+    w.token_embd.row_into(token as usize, &mut s.act.x);
     rope_angles(s, pos);
     for (l, lw) in w.layers.iter().enumerate() {
         // Attention.
-        be.rmsnorm(&mut s.xb, &s.x, lw.attn_norm, cfg.rms_eps);
-        prepare(be, &[&lw.wq, &lw.wk, &lw.wv], &s.xb, &mut s.xq);
+        be.rmsnorm(&mut s.act.xb, &s.act.x, lw.attn_norm, cfg.rms_eps);
+        prepare(be, &[&lw.wq, &lw.wk, &lw.wv], &s.act.xb, &mut s.xq);
         be.matvecs(
-            &s.xb,
+            &s.act.xb,
             &s.xq,
-            &mut [(&lw.wq, &mut s.q), (&lw.wk, &mut s.k), (&lw.wv, &mut s.v)],
+            &mut [
+                (&lw.wq, &mut s.act.q),
+                (&lw.wk, &mut s.act.k),
+                (&lw.wv, &mut s.act.v),
+            ],
         );
-        be.rope(&mut s.q, hd, &s.cos, &s.sin, cfg.rope_style);
-        be.rope(&mut s.k, hd, &s.cos, &s.sin, cfg.rope_style);
+        be.rope(&mut s.act.q, hd, &s.cos, &s.sin, cfg.rope_style);
+        be.rope(&mut s.act.k, hd, &s.cos, &s.sin, cfg.rope_style);
         for h in 0..cfg.n_kv_heads {
             let at = s.cache_base(cfg, l, h) + pos * hd;
-            s.key_cache[at..at + hd].copy_from_slice(&s.k[h * hd..(h + 1) * hd]);
-            s.value_cache[at..at + hd].copy_from_slice(&s.v[h * hd..(h + 1) * hd]);
+            s.key_cache[at..at + hd].copy_from_slice(&s.act.k[h * hd..(h + 1) * hd]);
+            s.value_cache[at..at + hd].copy_from_slice(&s.act.v[h * hd..(h + 1) * hd]);
         }
         attention(be, cfg, s, l, pos, Row::Decode);
-        prepare(be, &[&lw.wo], &s.attn_out, &mut s.xq);
-        linear(be, &lw.wo, &s.attn_out, &s.xq, &mut s.proj);
-        be.add(&mut s.x, &s.proj);
+        prepare(be, &[&lw.wo], &s.act.attn_out, &mut s.xq);
+        linear(be, &lw.wo, &s.act.attn_out, &s.xq, &mut s.act.proj);
+        be.add(&mut s.act.x, &s.act.proj);
         // Feed-forward.
-        be.rmsnorm(&mut s.xb, &s.x, lw.ffn_norm, cfg.rms_eps);
-        prepare(be, &[&lw.w_gate, &lw.w_up], &s.xb, &mut s.xq);
+        be.rmsnorm(&mut s.act.xb, &s.act.x, lw.ffn_norm, cfg.rms_eps);
+        prepare(be, &[&lw.w_gate, &lw.w_up], &s.act.xb, &mut s.xq);
         be.matvecs(
-            &s.xb,
+            &s.act.xb,
             &s.xq,
-            &mut [(&lw.w_gate, &mut s.hb), (&lw.w_up, &mut s.hb2)],
+            &mut [(&lw.w_gate, &mut s.act.hb), (&lw.w_up, &mut s.act.hb2)],
         );
-        be.swiglu(&mut s.hb, &s.hb2);
-        prepare(be, &[&lw.w_down], &s.hb, &mut s.xq);
-        linear(be, &lw.w_down, &s.hb, &s.xq, &mut s.proj);
-        be.add(&mut s.x, &s.proj);
+        be.swiglu(&mut s.act.hb, &s.act.hb2);
+        prepare(be, &[&lw.w_down], &s.act.hb, &mut s.xq);
+        linear(be, &lw.w_down, &s.act.hb, &s.xq, &mut s.act.proj);
+        be.add(&mut s.act.x, &s.act.proj);
     }
-    be.rmsnorm(&mut s.xb, &s.x, w.output_norm, cfg.rms_eps);
-    prepare(be, &[&w.output], &s.xb, &mut s.xq);
-    linear(be, &w.output, &s.xb, &s.xq, &mut s.logits);
+    be.rmsnorm(&mut s.act.xb, &s.act.x, w.output_norm, cfg.rms_eps);
+    prepare(be, &[&w.output], &s.act.xb, &mut s.xq);
+    linear(be, &w.output, &s.act.xb, &s.xq, &mut s.logits);
 }
 
 /// Tokens per batch of [`Session::prefill`](crate::Session::prefill) and
@@ -107,29 +111,29 @@ pub fn forward_batch<B: Backend + ?Sized>(
         cfg.kv_dim(),
         cfg.hidden_dim,
     );
+    let (a, xq) = (&mut b.act, &mut b.xq[..n]);
     for (i, &t) in tokens.iter().enumerate() {
         w.token_embd
-            .row_into(t as usize, &mut b.x[i * dim..(i + 1) * dim]);
+            .row_into(t as usize, &mut a.x[i * dim..(i + 1) * dim]);
     }
-    let xq = &mut b.xq[..n];
     for (l, lw) in w.layers.iter().enumerate() {
         // Attention.
-        rmsnorm_rows(be, &mut b.xb[..n * dim], &b.x[..n * dim], lw.attn_norm, cfg);
-        prepare_rows(be, &[&lw.wq, &lw.wk, &lw.wv], &b.xb[..n * dim], xq);
-        linear_rows(be, &lw.wq, &b.xb[..n * dim], xq, &mut b.q[..n * qd]);
-        linear_rows(be, &lw.wk, &b.xb[..n * dim], xq, &mut b.k[..n * kvd]);
-        linear_rows(be, &lw.wv, &b.xb[..n * dim], xq, &mut b.v[..n * kvd]);
+        rmsnorm_rows(be, &mut a.xb[..n * dim], &a.x[..n * dim], lw.attn_norm, cfg);
+        prepare_rows(be, &[&lw.wq, &lw.wk, &lw.wv], &a.xb[..n * dim], xq);
+        linear_rows(be, &lw.wq, &a.xb[..n * dim], xq, &mut a.q[..n * qd]);
+        linear_rows(be, &lw.wk, &a.xb[..n * dim], xq, &mut a.k[..n * kvd]);
+        linear_rows(be, &lw.wv, &a.xb[..n * dim], xq, &mut a.v[..n * kvd]);
         for i in 0..n {
             rope_angles(s, pos + i);
             be.rope(
-                &mut b.q[i * qd..(i + 1) * qd],
+                &mut a.q[i * qd..(i + 1) * qd],
                 hd,
                 &s.cos,
                 &s.sin,
                 cfg.rope_style,
             );
             be.rope(
-                &mut b.k[i * kvd..(i + 1) * kvd],
+                &mut a.k[i * kvd..(i + 1) * kvd],
                 hd,
                 &s.cos,
                 &s.sin,
@@ -138,59 +142,59 @@ pub fn forward_batch<B: Backend + ?Sized>(
             for h in 0..cfg.n_kv_heads {
                 let at = s.cache_base(cfg, l, h) + (pos + i) * hd;
                 let from = i * kvd + h * hd;
-                s.key_cache[at..at + hd].copy_from_slice(&b.k[from..from + hd]);
-                s.value_cache[at..at + hd].copy_from_slice(&b.v[from..from + hd]);
+                s.key_cache[at..at + hd].copy_from_slice(&a.k[from..from + hd]);
+                s.value_cache[at..at + hd].copy_from_slice(&a.v[from..from + hd]);
             }
         }
         for i in 0..n {
             let row = Row::Batch {
-                q: &b.q[i * qd..(i + 1) * qd],
-                out: &mut b.attn_out[i * qd..(i + 1) * qd],
+                q: &a.q[i * qd..(i + 1) * qd],
+                out: &mut a.attn_out[i * qd..(i + 1) * qd],
             };
             attention(be, cfg, s, l, pos + i, row);
         }
-        prepare_rows(be, &[&lw.wo], &b.attn_out[..n * qd], xq);
+        prepare_rows(be, &[&lw.wo], &a.attn_out[..n * qd], xq);
         linear_rows(
             be,
             &lw.wo,
-            &b.attn_out[..n * qd],
+            &a.attn_out[..n * qd],
             xq,
-            &mut b.proj[..n * dim],
+            &mut a.proj[..n * dim],
         );
-        be.add(&mut b.x[..n * dim], &b.proj[..n * dim]);
+        be.add(&mut a.x[..n * dim], &a.proj[..n * dim]);
         // Feed-forward.
-        rmsnorm_rows(be, &mut b.xb[..n * dim], &b.x[..n * dim], lw.ffn_norm, cfg);
-        prepare_rows(be, &[&lw.w_gate, &lw.w_up], &b.xb[..n * dim], xq);
-        linear_rows(be, &lw.w_gate, &b.xb[..n * dim], xq, &mut b.hb[..n * hid]);
-        linear_rows(be, &lw.w_up, &b.xb[..n * dim], xq, &mut b.hb2[..n * hid]);
-        be.swiglu(&mut b.hb[..n * hid], &b.hb2[..n * hid]);
-        prepare_rows(be, &[&lw.w_down], &b.hb[..n * hid], xq);
-        linear_rows(be, &lw.w_down, &b.hb[..n * hid], xq, &mut b.proj[..n * dim]);
-        be.add(&mut b.x[..n * dim], &b.proj[..n * dim]);
+        rmsnorm_rows(be, &mut a.xb[..n * dim], &a.x[..n * dim], lw.ffn_norm, cfg);
+        prepare_rows(be, &[&lw.w_gate, &lw.w_up], &a.xb[..n * dim], xq);
+        linear_rows(be, &lw.w_gate, &a.xb[..n * dim], xq, &mut a.hb[..n * hid]);
+        linear_rows(be, &lw.w_up, &a.xb[..n * dim], xq, &mut a.hb2[..n * hid]);
+        be.swiglu(&mut a.hb[..n * hid], &a.hb2[..n * hid]);
+        prepare_rows(be, &[&lw.w_down], &a.hb[..n * hid], xq);
+        linear_rows(be, &lw.w_down, &a.hb[..n * hid], xq, &mut a.proj[..n * dim]);
+        be.add(&mut a.x[..n * dim], &a.proj[..n * dim]);
     }
     match logits {
         Logits::None => {}
         Logits::Last => {
-            s.x.copy_from_slice(&b.x[(n - 1) * dim..n * dim]);
-            be.rmsnorm(&mut s.xb, &s.x, w.output_norm, cfg.rms_eps);
-            prepare(be, &[&w.output], &s.xb, &mut s.xq);
-            linear(be, &w.output, &s.xb, &s.xq, &mut s.logits);
+            s.act.x.copy_from_slice(&a.x[(n - 1) * dim..n * dim]);
+            be.rmsnorm(&mut s.act.xb, &s.act.x, w.output_norm, cfg.rms_eps);
+            prepare(be, &[&w.output], &s.act.xb, &mut s.xq);
+            linear(be, &w.output, &s.act.xb, &s.xq, &mut s.logits);
         }
         Logits::All => {
             let vocab = cfg.vocab_size;
             b.logits.resize(b.capacity * vocab, 0.0);
             rmsnorm_rows(
                 be,
-                &mut b.xb[..n * dim],
-                &b.x[..n * dim],
+                &mut a.xb[..n * dim],
+                &a.x[..n * dim],
                 w.output_norm,
                 cfg,
             );
-            prepare_rows(be, &[&w.output], &b.xb[..n * dim], xq);
+            prepare_rows(be, &[&w.output], &a.xb[..n * dim], xq);
             linear_rows(
                 be,
                 &w.output,
-                &b.xb[..n * dim],
+                &a.xb[..n * dim],
                 xq,
                 &mut b.logits[..n * vocab],
             );
@@ -200,7 +204,7 @@ pub fn forward_batch<B: Backend + ?Sized>(
 
 /// Where the query and the output of one token's attention are.
 enum Row<'a> {
-    /// `RunState::q` and `RunState::attn_out` (decode).
+    /// `q` and `attn_out` of `RunState::act` (decode).
     Decode,
     /// A row of a batch.
     Batch { q: &'a [f32], out: &'a mut [f32] },
@@ -225,7 +229,7 @@ fn attention<B: Backend + ?Sized>(
     let chunk = hd + seen;
     let scratch = &mut s.att[..cfg.n_heads * chunk];
     let (q, out) = match row {
-        Row::Decode => (&s.q[..], &mut s.attn_out[..]),
+        Row::Decode => (&s.act.q[..], &mut s.act.attn_out[..]),
         Row::Batch { q, out } => (q, out),
     };
     let (keys, values) = (&s.key_cache, &s.value_cache);

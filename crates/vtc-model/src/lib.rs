@@ -36,7 +36,7 @@ pub use perplexity::{
     token_nll,
 };
 pub use sampler::{Sampler, SamplerConfig, argmax};
-pub use state::{BatchState, RunState};
+pub use state::{Activations, BatchState, RunState};
 pub use weights::{LayerWeights, Weights};
 
 use tvl_format::{DType, Layout};

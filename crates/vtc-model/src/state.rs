@@ -5,30 +5,66 @@ use vtc_kernels::Q8Vec;
 
 use crate::Config;
 
+/// The activation buffers of the graph for `rows` tokens, one row per token: the
+/// single token of a decode step ([`RunState::act`], one row) or a batch of
+/// consecutive tokens ([`BatchState::act`], `capacity` rows). Row `i` of a buffer is
+/// `[i * width..(i + 1) * width]`.
+#[derive(Clone, Debug)]
+pub struct Activations {
+    /// Residual stream, `[rows][dim]`.
+    pub x: Vec<f32>,
+    /// Normalized input of a sub-block, `[rows][dim]`.
+    pub xb: Vec<f32>,
+    /// Concatenated attention heads' output, `[rows][q_dim]`.
+    pub attn_out: Vec<f32>,
+    /// Projection output added back to the residual, `[rows][dim]`.
+    pub proj: Vec<f32>,
+    /// Queries, `[rows][q_dim]`.
+    pub q: Vec<f32>,
+    /// Keys of the token's position, `[rows][kv_dim]`.
+    pub k: Vec<f32>,
+    /// Values of the token's position, `[rows][kv_dim]`.
+    pub v: Vec<f32>,
+    /// Feed-forward gate, `[rows][hidden_dim]`.
+    pub hb: Vec<f32>,
+    /// Feed-forward up projection, `[rows][hidden_dim]`.
+    pub hb2: Vec<f32>,
+}
+
+impl Activations {
+    /// Zeroed buffers for `rows` tokens of `cfg`.
+    pub fn new(cfg: &Config, rows: usize) -> Self {
+        let buf = |width: usize| vec![0.0; rows * width];
+        Self {
+            x: buf(cfg.dim),
+            xb: buf(cfg.dim),
+            attn_out: buf(cfg.q_dim()),
+            proj: buf(cfg.dim),
+            q: buf(cfg.q_dim()),
+            k: buf(cfg.kv_dim()),
+            v: buf(cfg.kv_dim()),
+            hb: buf(cfg.hidden_dim),
+            hb2: buf(cfg.hidden_dim),
+        }
+    }
+}
+
+/// Length of a [`Q8Vec`] with room for the widest input of a product.
+fn q8_width(cfg: &Config) -> usize {
+    cfg.dim
+        .max(cfg.hidden_dim)
+        .max(cfg.q_dim())
+        .next_multiple_of(32)
+}
+
 /// Activation buffers and the KV cache of one sequence.
 #[derive(Clone, Debug)]
 pub struct RunState {
-    /// Residual stream, `[dim]`.
-    pub x: Vec<f32>,
-    /// Normalized input of a sub-block, `[dim]`.
-    pub xb: Vec<f32>,
-    /// Concatenated attention heads' output, `[q_dim]`.
-    pub attn_out: Vec<f32>,
-    /// Projection output added back to the residual, `[dim]`.
-    pub proj: Vec<f32>,
-    /// Queries, `[q_dim]`.
-    pub q: Vec<f32>,
-    /// Keys of the current position, `[kv_dim]`.
-    pub k: Vec<f32>,
-    /// Values of the current position, `[kv_dim]`.
-    pub v: Vec<f32>,
+    /// The current token's activations (one row).
+    pub act: Activations,
     /// Attention scratch, one chunk per head of `head_dim + positions` floats (the
     /// head's output, then its scores), `[n_heads][head_dim + max_seq]` at most.
     pub att: Vec<f32>,
-    /// Feed-forward gate, `[hidden_dim]`.
-    pub hb: Vec<f32>,
-    /// Feed-forward up projection, `[hidden_dim]`.
-    pub hb2: Vec<f32>,
     /// RoPE cosines for the current position, `[head_dim / 2]`.
     pub cos: Vec<f32>,
     /// RoPE sines for the current position, `[head_dim / 2]`.
@@ -54,16 +90,8 @@ impl RunState {
         let hd = cfg.head_dim;
         let cache = cfg.n_layers * cfg.n_kv_heads * max_seq * hd;
         Self {
-            x: vec![0.0; cfg.dim],
-            xb: vec![0.0; cfg.dim],
-            attn_out: vec![0.0; cfg.q_dim()],
-            proj: vec![0.0; cfg.dim],
-            q: vec![0.0; cfg.q_dim()],
-            k: vec![0.0; cfg.kv_dim()],
-            v: vec![0.0; cfg.kv_dim()],
+            act: Activations::new(cfg, 1),
             att: vec![0.0; cfg.n_heads * (hd + max_seq)],
-            hb: vec![0.0; cfg.hidden_dim],
-            hb2: vec![0.0; cfg.hidden_dim],
             cos: vec![0.0; hd / 2],
             sin: vec![0.0; hd / 2],
             inv_freq: (0..hd / 2)
@@ -72,12 +100,7 @@ impl RunState {
             logits: vec![0.0; cfg.vocab_size],
             key_cache: vec![0.0; cache],
             value_cache: vec![0.0; cache],
-            xq: Q8Vec::new(
-                cfg.dim
-                    .max(cfg.hidden_dim)
-                    .max(cfg.q_dim())
-                    .next_multiple_of(32),
-            ),
+            xq: Q8Vec::new(q8_width(cfg)),
             max_seq,
         }
     }
@@ -96,29 +119,13 @@ impl RunState {
 }
 
 /// Activation buffers of a batch of up to `capacity` consecutive tokens run through
-/// the graph together ([`forward_batch`](crate::forward_batch)): each buffer of
-/// [`RunState`] with one row per token, so every weight matrix is read once per batch.
-/// Allocated once per session, on its first batched run.
+/// the graph together ([`forward_batch`](crate::forward_batch)): the [`Activations`]
+/// of [`RunState`] with one row per token, so every weight matrix is read once per
+/// batch. Allocated once per session, on its first batched run.
 #[derive(Clone, Debug)]
 pub struct BatchState {
-    /// Residual streams, `[capacity][dim]`.
-    pub x: Vec<f32>,
-    /// Normalized inputs, `[capacity][dim]`.
-    pub xb: Vec<f32>,
-    /// Attention outputs, `[capacity][q_dim]`.
-    pub attn_out: Vec<f32>,
-    /// Projection outputs, `[capacity][dim]`.
-    pub proj: Vec<f32>,
-    /// Queries, `[capacity][q_dim]`.
-    pub q: Vec<f32>,
-    /// Keys, `[capacity][kv_dim]`.
-    pub k: Vec<f32>,
-    /// Values, `[capacity][kv_dim]`.
-    pub v: Vec<f32>,
-    /// Feed-forward gates, `[capacity][hidden_dim]`.
-    pub hb: Vec<f32>,
-    /// Feed-forward up projections, `[capacity][hidden_dim]`.
-    pub hb2: Vec<f32>,
+    /// Every token's activations, `capacity` rows.
+    pub act: Activations,
     /// Each token's product input quantized to int8 blocks (for quantized matrices).
     pub xq: Vec<Q8Vec>,
     /// Logits of every token of the batch, `[capacity][vocab]`, when asked for
@@ -131,23 +138,9 @@ pub struct BatchState {
 impl BatchState {
     /// Buffers for batches of up to `capacity` tokens of `cfg`.
     pub fn new(cfg: &Config, capacity: usize) -> Self {
-        let rows = |width: usize| vec![0.0; capacity * width];
-        let widest = cfg
-            .dim
-            .max(cfg.hidden_dim)
-            .max(cfg.q_dim())
-            .next_multiple_of(32);
         Self {
-            x: rows(cfg.dim),
-            xb: rows(cfg.dim),
-            attn_out: rows(cfg.q_dim()),
-            proj: rows(cfg.dim),
-            q: rows(cfg.q_dim()),
-            k: rows(cfg.kv_dim()),
-            v: rows(cfg.kv_dim()),
-            hb: rows(cfg.hidden_dim),
-            hb2: rows(cfg.hidden_dim),
-            xq: (0..capacity).map(|_| Q8Vec::new(widest)).collect(),
+            act: Activations::new(cfg, capacity),
+            xq: (0..capacity).map(|_| Q8Vec::new(q8_width(cfg))).collect(),
             logits: Vec::new(),
             capacity,
         }
