@@ -50,17 +50,9 @@ pub struct Q8Vec {
 impl Q8Vec {
     /// Room for a vector of `len` elements (`len % 32 == 0`, else it panics).
     pub fn new(len: usize) -> Self {
-        assert!(
-            len.is_multiple_of(BLOCK),
-            "quantize_q8: length {len} is not whole blocks"
-        );
-        let nb = len / BLOCK;
-        Self {
-            qs: vec![0; len],
-            d: vec![0.0; nb],
-            sum: vec![0; nb],
-            s: vec![0.0; nb],
-        }
+        let mut v = Self::default();
+        v.set_len(len);
+        v
     }
 
     /// Elements.
