@@ -123,18 +123,24 @@ pub enum Layout {
     /// Row-interleaved tiles of `tile_rows` rows cut into 128-byte column chunks
     /// (see [`TileGeometry`]); only for 2-D float matrices.
     RowTiled = 1,
-    /// Block-quantized tiles of `tile_rows` rows, quants and scales in separate
-    /// line-aligned regions (see [`BlockGeometry`]); only for 2-D block types.
-    BlockTiled = 2,
+    /// Block-quantized tiles of `tile_rows` rows, quants (rows interleaved 4 bytes at
+    /// a time) and scales in separate line-aligned regions (see [`BlockGeometry`]);
+    /// only for 2-D block types.
+    BlockTiled = 3,
 }
 
 impl Layout {
+    /// The id of the first block layout (whole blocks one row after another), retired
+    /// when [`Layout::BlockTiled`] (id 3) replaced it. Readers refuse it as unknown;
+    /// tools name it so users know to convert their model again.
+    pub const RETIRED_BLOCK_TILED: u32 = 2;
+
     /// Decode a record's `layout` field.
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
             0 => Some(Self::Plain),
             1 => Some(Self::RowTiled),
-            2 => Some(Self::BlockTiled),
+            3 => Some(Self::BlockTiled),
             _ => None,
         }
     }

@@ -107,16 +107,23 @@ fn pack_nibbles(q: &mut [u8], nib: impl Fn(usize) -> u8) {
     }
 }
 
+/// Bytes of one row's block that lie together in a tile (one 32-bit lane of an integer
+/// dot-product instruction: x86 `vpdpbusd` / `pmaddubsw` + `pmaddwd`, Arm `sdot`).
+pub const LANE: usize = 4;
+
 /// Shape of a `BlockTiled` matrix: `rows` outputs by `cols` inputs (`cols` a multiple
 /// of [`BLOCK`]), in tiles of `tile_rows` rows. The tensor holds two regions:
 ///
 /// - *quants*, from byte 0: for each tile, for each block column `b`, the quant bytes
-///   of block `b` of the tile's rows `0..R`, one after the other;
+///   of block `b` of the tile's rows `0..R`, interleaved [`LANE`] bytes at a time
+///   (bytes `0..4` of rows `0..R`, then bytes `4..8` of rows `0..R`, ...), so that one
+///   32-byte load holds the same 4 bytes of 8 rows, one row per 32-bit lane;
 /// - *scales*, from byte [`scales_offset`](Self::scales_offset) (a multiple of 128):
 ///   f16 values, for each tile, for each block column, for each field (`d`, then `m`
 ///   for `Q4_1`), the field of rows `0..R`.
 ///
-/// A kernel computing `R` outputs reads both regions front to back, in step.
+/// A kernel computing `R` outputs reads both regions front to back, in step, and gets
+/// each row's block sums in its own lane: no horizontal reduction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockGeometry {
     /// Logical rows (outputs).
@@ -210,11 +217,27 @@ impl BlockGeometry {
         crate::align_up(end, ALIGN)
     }
 
-    /// Byte offset, within the quant region, of the quants of block `b` of row `row`.
+    /// Byte offset, within the quant region, of quant byte `k` (`k < block_bytes`) of
+    /// block `b` of row `row`.
     #[inline]
-    pub fn quant_offset(&self, row: usize, b: usize) -> usize {
+    pub fn quant_index(&self, row: usize, b: usize, k: usize) -> usize {
         let (tile, r) = (row / self.tile_rows, row % self.tile_rows);
-        ((tile * self.blocks_per_row() + b) * self.tile_rows + r) * self.block_bytes()
+        let block = (tile * self.blocks_per_row() + b) * self.tile_rows * self.block_bytes();
+        block + (k / LANE) * self.tile_rows * LANE + r * LANE + k % LANE
+    }
+
+    /// The quant bytes of block `b` of row `row`, gathered from the quant region
+    /// `quants` into their logical order (the first [`block_bytes`](Self::block_bytes)
+    /// bytes of the result; the rest are zero).
+    #[inline]
+    pub fn block_quants(&self, quants: &[u8], row: usize, b: usize) -> [u8; BLOCK] {
+        let mut out = [0u8; BLOCK];
+        let at = self.quant_index(row, b, 0);
+        for (k, run) in out[..self.block_bytes()].chunks_exact_mut(LANE).enumerate() {
+            let from = at + k * self.tile_rows * LANE;
+            run.copy_from_slice(&quants[from..from + LANE]);
+        }
+        out
     }
 
     /// Index, within the scale region (in f16 values), of field `field` (0 = `d`,
@@ -223,6 +246,33 @@ impl BlockGeometry {
     pub fn scale_index(&self, row: usize, b: usize, field: usize) -> usize {
         let (tile, r) = (row / self.tile_rows, row % self.tile_rows);
         ((tile * self.blocks_per_row() + b) * self.fields() + field) * self.tile_rows + r
+    }
+
+    /// Fields `(d, m)` of block `b` of row `row` from the scale region `scales` (`m` is
+    /// zero unless the dtype has it).
+    #[inline]
+    pub fn block_fields(&self, scales: &[f16], row: usize, b: usize) -> (f16, f16) {
+        let d = scales[self.scale_index(row, b, 0)];
+        let m = if self.fields() == 2 {
+            scales[self.scale_index(row, b, 1)]
+        } else {
+            f16::ZERO
+        };
+        (d, m)
+    }
+
+    /// Dequantize block `b` of row `row` of a tensor's two regions into `out` (32
+    /// floats), as [`block_value`].
+    pub fn dequantize_at(
+        &self,
+        quants: &[u8],
+        scales: &[f16],
+        row: usize,
+        b: usize,
+        out: &mut [f32],
+    ) {
+        let (d, m) = self.block_fields(scales, row, b);
+        dequantize_block(self.dtype, &self.block_quants(quants, row, b), d, m, out);
     }
 
     /// Geometry of the sub-matrix made of tiles `first_tile..first_tile + n_tiles`
@@ -332,8 +382,9 @@ impl QuantData {
         for r in 0..g.rows {
             for b in 0..nb {
                 let i = r * nb + b;
-                let q = g.quant_offset(r, b);
-                out[q..q + bb].copy_from_slice(&self.quants[i * bb..(i + 1) * bb]);
+                for (k, &v) in self.quants[i * bb..(i + 1) * bb].iter().enumerate() {
+                    out[g.quant_index(r, b, k)] = v;
+                }
                 for k in 0..f {
                     let at = s0 + 2 * g.scale_index(r, b, k);
                     out[at..at + 2].copy_from_slice(&self.scales[i * f + k].to_le_bytes());
@@ -358,9 +409,15 @@ mod tests {
                 let mut s = vec![false; g.scales_len().unwrap()];
                 for row in 0..rows {
                     for b in 0..nb {
-                        let o = g.quant_offset(row, b);
-                        assert!(q[o..o + bb].iter().all(|u| !u));
-                        q[o..o + bb].iter_mut().for_each(|u| *u = true);
+                        for k in 0..bb {
+                            let o = g.quant_index(row, b, k);
+                            assert!(!q[o], "{dtype} {rows}x{cols}/{r}: byte {o} twice");
+                            q[o] = true;
+                            // Runs of LANE bytes of one row are contiguous.
+                            if k % LANE != 0 {
+                                assert_eq!(o, g.quant_index(row, b, k - 1) + 1);
+                            }
+                        }
                         for k in 0..f {
                             let i = g.scale_index(row, b, k);
                             assert!(!s[i]);
@@ -374,6 +431,37 @@ mod tests {
                 assert!(
                     g.scales_offset().unwrap() + 2 * g.scales_len().unwrap() <= g.nbytes().unwrap()
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn tiling_then_gathering_gives_back_every_block() {
+        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+            for (rows, cols, r) in [(1, 32, 8), (9, 64, 8), (17, 96, 8), (5, 32, 3), (2, 64, 1)] {
+                let x: Vec<f32> = (0..rows * cols)
+                    .map(|i| ((i * 37) % 101) as f32 - 50.0)
+                    .collect();
+                let q = QuantData::quantize(dtype, &x, rows, cols).unwrap();
+                let g = BlockGeometry::new(rows, cols, r, dtype).unwrap();
+                let t = q.tile(&g).unwrap();
+                let bb = g.block_bytes();
+                let scales: Vec<f16> = t[g.scales_offset().unwrap()..]
+                    .chunks_exact(2)
+                    .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                let (mut got, mut want) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
+                for row in 0..rows {
+                    for b in 0..g.blocks_per_row() {
+                        let i = row * g.blocks_per_row() + b;
+                        let block = g.block_quants(&t, row, b);
+                        assert_eq!(&block[..bb], &q.quants[i * bb..(i + 1) * bb]);
+                        assert!(block[bb..].iter().all(|&v| v == 0));
+                        g.dequantize_at(&t, &scales, row, b, &mut got);
+                        q.dequantize_block(i, &mut want);
+                        assert_eq!(got.map(f32::to_bits), want.map(f32::to_bits));
+                    }
+                }
             }
         }
     }

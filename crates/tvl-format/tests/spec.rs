@@ -119,10 +119,13 @@ fn constants_and_ids() {
             Layout::RowTiled as u32,
             Layout::BlockTiled as u32
         ),
-        (0, 1, 2)
+        (0, 1, 3)
     );
-    assert_eq!(Layout::from_u32(2), Some(Layout::BlockTiled));
-    assert_eq!(Layout::from_u32(3), None);
+    assert_eq!(Layout::from_u32(3), Some(Layout::BlockTiled));
+    // Id 2, the first block layout, is retired: refused like any unknown id.
+    assert_eq!(Layout::RETIRED_BLOCK_TILED, 2);
+    assert_eq!(Layout::from_u32(2), None);
+    assert_eq!(Layout::from_u32(4), None);
     assert_eq!(
         (RopeStyle::Interleaved as u32, RopeStyle::HalfSplit as u32),
         (0, 1)

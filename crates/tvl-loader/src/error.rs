@@ -175,6 +175,18 @@ pub enum LoadError {
         /// Value in the record.
         layout: u32,
     },
+    /// A record uses the retired first block layout (id 2, before the rows of a tile
+    /// were interleaved 4 bytes at a time): the file was converted by an older VTC.
+    #[error(
+        "tensor #{index} {name:?}: layout 2 (the first block_tiled layout) is retired; \
+         convert the model again with `vtc convert` (or delete the cached file)"
+    )]
+    RetiredLayout {
+        /// Position in the table.
+        index: usize,
+        /// Tensor name.
+        name: String,
+    },
     /// `ndim` is not in 1..=4.
     #[error("tensor #{index} {name:?}: ndim {ndim} (1 to 4 allowed)")]
     BadRank {

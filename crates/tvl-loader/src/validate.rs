@@ -216,10 +216,19 @@ fn check_record(
         name: owned(),
         dtype: rec.dtype,
     })?;
-    let layout = Layout::from_u32(rec.layout).ok_or_else(|| LoadError::UnknownLayout {
-        index,
-        name: owned(),
-        layout: rec.layout,
+    let layout = Layout::from_u32(rec.layout).ok_or_else(|| {
+        if rec.layout == Layout::RETIRED_BLOCK_TILED {
+            LoadError::RetiredLayout {
+                index,
+                name: owned(),
+            }
+        } else {
+            LoadError::UnknownLayout {
+                index,
+                name: owned(),
+                layout: rec.layout,
+            }
+        }
     })?;
     let dims = rec.dims().ok_or_else(|| LoadError::BadRank {
         index,

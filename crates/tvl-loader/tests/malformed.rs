@@ -274,13 +274,20 @@ fn unknown_dtype() {
 
 #[test]
 fn unknown_layout() {
-    let e = patched(|b| patch_record(b, 0, |r| r.layout = 3));
+    let e = patched(|b| patch_record(b, 0, |r| r.layout = 4));
     assert!(
-        matches!(&e, LoadError::UnknownLayout { index: 0, name, layout: 3 } if name == "a"),
+        matches!(&e, LoadError::UnknownLayout { index: 0, name, layout: 4 } if name == "a"),
         "{e:?}"
     );
-    // The block-tiled layout with a float dtype is refused.
+    // The retired first block layout is named, so users know to convert again.
     let e = patched(|b| patch_record(b, 0, |r| r.layout = 2));
+    assert!(
+        matches!(&e, LoadError::RetiredLayout { index: 0, name } if name == "a"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("vtc convert"), "{e}");
+    // The block-tiled layout with a float dtype is refused.
+    let e = patched(|b| patch_record(b, 0, |r| r.layout = Layout::BlockTiled as u32));
     assert!(
         matches!(
             &e,

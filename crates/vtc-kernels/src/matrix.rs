@@ -3,7 +3,7 @@
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use tvl_format::quant::{BLOCK, block_value};
+use tvl_format::quant::BLOCK;
 use tvl_format::{BlockGeometry, DType, TileGeometry};
 
 use crate::KernelError;
@@ -227,19 +227,8 @@ impl<'a> Matrix<'a> {
         assert_eq!(out.len(), self.cols());
         match (self.data, &self.geom) {
             (WeightSlice::Quant(q), Geometry::Blocked(g)) => {
-                let bb = g.block_bytes();
                 for (b, dst) in out.chunks_exact_mut(BLOCK).enumerate() {
-                    let at = g.quant_offset(row, b);
-                    let quants = &q.quants[at..at + bb];
-                    let d = q.scales[g.scale_index(row, b, 0)];
-                    let m = if g.fields() == 2 {
-                        q.scales[g.scale_index(row, b, 1)]
-                    } else {
-                        f16::ZERO
-                    };
-                    for (j, o) in dst.iter_mut().enumerate() {
-                        *o = block_value(q.dtype, quants, d, m, j);
-                    }
+                    g.dequantize_at(q.quants, q.scales, row, b, dst);
                 }
             }
             (data, Geometry::Tiled(g)) => {

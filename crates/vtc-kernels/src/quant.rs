@@ -244,18 +244,11 @@ pub(crate) fn block_term(dtype: DType, isum: i32, dw: f16, mw: f16, x: &Q8Vec, b
 /// SIMD backends' path for tile sizes they have no fast path for).
 pub(crate) fn matvec_ref(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut [f32]) {
     let QuantArgs { q, g } = a;
-    let bb = g.block_bytes();
     for (row, out) in y.iter_mut().enumerate() {
         let mut acc = 0.0f32;
         for b in 0..g.blocks_per_row() {
-            let at = g.quant_offset(row, b);
-            let isum = block_isum(q.dtype, &q.quants[at..at + bb], x, b);
-            let dw = q.scales[g.scale_index(row, b, 0)];
-            let mw = if g.fields() == 2 {
-                q.scales[g.scale_index(row, b, 1)]
-            } else {
-                f16::ZERO
-            };
+            let isum = block_isum(q.dtype, &g.block_quants(q.quants, row, b), x, b);
+            let (dw, mw) = g.block_fields(q.scales, row, b);
             acc += block_term(q.dtype, isum, dw, mw, x, b);
         }
         *out = acc;

@@ -3,6 +3,12 @@
 //! canonical float combination (see `crate::quant`) for 8 rows at once, one row per
 //! lane, so they match Scalar bit for bit.
 //!
+//! The layout does the transposition: a tile's quants hold the same 4 bytes of its 8
+//! rows side by side (`tvl_format::quant::LANE`), so one 32-byte load is one row per
+//! 32-bit lane, and multiplying it by the input's matching 4 bytes (broadcast) sums
+//! each row's products in its own lane. A block's 8 row sums come out in one vector:
+//! no horizontal adds, no permutes.
+//!
 //! The batched product (`matmul_q8`) runs the same per-row operations for up to 4
 //! inputs at a time, each weight block loaded and unpacked once for all of them, so
 //! its rows are bit for bit those of `matvec_q8`.
@@ -12,31 +18,44 @@
 
 use core::arch::x86_64::*;
 
-use tvl_format::quant::BLOCK;
+use tvl_format::quant::{BLOCK, LANE};
 use tvl_format::{BlockGeometry, DType};
 
 use super::{Avx2, Avx512};
 use crate::Matrix;
 use crate::quant::{self, Q8Vec, QuantArgs, QuantKernels, block_scale};
 
-/// Rows per tile of the fast path: one row per f32 lane of a 256-bit vector.
+/// Rows per tile of the fast path: one row per 32-bit lane of a 256-bit vector.
 const R: usize = 8;
+
+/// 32-byte groups of a 4-bit block-tile (16 bytes per row, 4 per group and row).
+const G4: usize = 16 / LANE;
+
+/// 32-byte groups of a Q8_0 block-tile (32 bytes per row).
+const G8: usize = 32 / LANE;
 
 /// Bytes ahead of the current block that the quant stream is prefetched.
 const AHEAD: usize = 1024;
 
-/// An exact dot product of 32 unsigned bytes with 32 signed bytes into 8 i32 lanes
-/// (lane `l` = the 4 products `4l..4l+4`).
+/// Exact dot products of 4 unsigned bytes with 4 signed bytes per i32 lane.
 trait Dot: Copy {
-    /// # Safety
-    /// The CPU must support the instructions of the implementation.
-    unsafe fn dot(a: __m256i, b: __m256i) -> __m256i;
-
-    /// `dot(a0, b0) + dot(a1, b1)` for nibbles `a` (at most 15): 8 i32 lanes.
+    /// `acc + dot(a, b)` per lane, for `|a| <= 128`, `|b| <= 127`.
     ///
     /// # Safety
     /// The CPU must support the instructions of the implementation.
-    unsafe fn dot2(a0: __m256i, b0: __m256i, a1: __m256i, b1: __m256i) -> __m256i;
+    unsafe fn dot_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
+
+    /// `Σ_g dot(lo[g], xa[g]) + dot(hi[g], xb[g])` per lane, for nibbles `lo`, `hi`
+    /// (at most 15) and `|x| <= 127`: one block of 8 rows of 4-bit quants.
+    ///
+    /// # Safety
+    /// The CPU must support the instructions of the implementation.
+    unsafe fn nibbles(
+        lo: &[__m256i; G4],
+        hi: &[__m256i; G4],
+        xa: &[__m256i; G4],
+        xb: &[__m256i; G4],
+    ) -> __m256i;
 }
 
 /// AVX2: `maddubs` (u8 x i8 pairs summed to i16) then `madd` by 1 (pairs to i32).
@@ -45,18 +64,32 @@ struct Madd;
 
 impl Dot for Madd {
     #[inline(always)]
-    unsafe fn dot(a: __m256i, b: __m256i) -> __m256i {
+    unsafe fn dot_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         // SAFETY: AVX2 (the caller's contract). No i16 saturation: |a| <= 128 and
         // |b| <= 127 give pair sums of at most 2 * 128 * 127 = 32512 < 32767.
-        unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)) }
+        unsafe {
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1));
+            _mm256_add_epi32(acc, p)
+        }
     }
 
     #[inline(always)]
-    unsafe fn dot2(a0: __m256i, b0: __m256i, a1: __m256i, b1: __m256i) -> __m256i {
-        // SAFETY: AVX2 (the caller's contract). Nibbles are at most 15, so each i16 of
-        // a `maddubs` is at most 2 * 15 * 127 = 3810 and the sum of two at most 7620.
+    unsafe fn nibbles(
+        lo: &[__m256i; G4],
+        hi: &[__m256i; G4],
+        xa: &[__m256i; G4],
+        xb: &[__m256i; G4],
+    ) -> __m256i {
+        // SAFETY: AVX2 (the caller's contract). The sums stay in i16 until the end, so
+        // one `madd` widens them: a `maddubs` i16 is at most 2 * 15 * 127 = 3810 in
+        // magnitude, and the 8 added here at most 30480 < 32767.
         unsafe {
-            let p = _mm256_add_epi16(_mm256_maddubs_epi16(a0, b0), _mm256_maddubs_epi16(a1, b1));
+            let mut p = _mm256_setzero_si256();
+            for g in 0..G4 {
+                let l = _mm256_maddubs_epi16(lo[g], xa[g]);
+                let h = _mm256_maddubs_epi16(hi[g], xb[g]);
+                p = _mm256_add_epi16(p, _mm256_add_epi16(l, h));
+            }
             _mm256_madd_epi16(p, _mm256_set1_epi16(1))
         }
     }
@@ -68,25 +101,46 @@ struct Vnni;
 
 impl Dot for Vnni {
     #[inline(always)]
-    unsafe fn dot(a: __m256i, b: __m256i) -> __m256i {
+    unsafe fn dot_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         // SAFETY: AVX-512 VNNI + VL (the caller's contract).
-        unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b) }
+        unsafe { _mm256_dpbusd_epi32(acc, a, b) }
     }
 
     #[inline(always)]
-    unsafe fn dot2(a0: __m256i, b0: __m256i, a1: __m256i, b1: __m256i) -> __m256i {
+    unsafe fn nibbles(
+        lo: &[__m256i; G4],
+        hi: &[__m256i; G4],
+        xa: &[__m256i; G4],
+        xb: &[__m256i; G4],
+    ) -> __m256i {
         // SAFETY: AVX-512 VNNI + VL (the caller's contract).
-        unsafe { _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a0, b0), a1, b1) }
+        unsafe {
+            let mut acc = _mm256_setzero_si256();
+            for g in 0..G4 {
+                acc = _mm256_dpbusd_epi32(acc, lo[g], xa[g]);
+                acc = _mm256_dpbusd_epi32(acc, hi[g], xb[g]);
+            }
+            acc
+        }
     }
 }
 
-/// The nibbles of two consecutive rows of 4-bit quants (32 bytes at `p`: row `r`'s 16
-/// bytes, then row `r + 1`'s): `(low nibbles, high nibbles)`, one per byte.
+/// The 4 input bytes at `p` in every 32-bit lane.
+///
+/// # Safety
+/// AVX2; `p` readable for 4 bytes.
+#[inline(always)]
+unsafe fn broadcast4(p: *const i8) -> __m256i {
+    // SAFETY: 4 readable bytes at `p` (caller), read unaligned; AVX2 (caller).
+    unsafe { _mm256_set1_epi32(p.cast::<i32>().read_unaligned()) }
+}
+
+/// The low and high nibbles of the 32 bytes at `p`, one per byte.
 ///
 /// # Safety
 /// AVX2; `p` readable for 32 bytes.
 #[inline(always)]
-unsafe fn unpack_pair(p: *const u8) -> (__m256i, __m256i) {
+unsafe fn unpack(p: *const u8) -> (__m256i, __m256i) {
     // SAFETY: AVX2; 32 readable bytes at `p` (caller).
     unsafe {
         let v = _mm256_loadu_si256(p.cast());
@@ -97,53 +151,63 @@ unsafe fn unpack_pair(p: *const u8) -> (__m256i, __m256i) {
     }
 }
 
-/// Block dot products of a row pair's nibbles ([`unpack_pair`]) with the input block
-/// split as `xlo` (elements 0..16 in both 128-bit halves) and `xhi` (elements 16..32 in
-/// both halves): lanes 0..4 hold row `r`'s partial sums, lanes 4..8 row `r + 1`'s.
+/// The 4-bit quants of one block-tile at `qb` (8 rows x 16 bytes, interleaved 4 at a
+/// time): `(low nibbles, high nibbles)` per 32-byte group.
 ///
 /// # Safety
-/// AVX2 and what `D` needs.
+/// AVX2; `qb` readable for 128 bytes.
 #[inline(always)]
-unsafe fn nibble_pair<D: Dot>(lo: __m256i, hi: __m256i, xlo: __m256i, xhi: __m256i) -> __m256i {
-    // SAFETY: the caller's contract.
-    unsafe { D::dot2(lo, xlo, hi, xhi) }
-}
-
-/// Row sums of 4 row pairs (as [`nibble_pair`] leaves them): lane `r` of the result is
-/// row `r`'s block dot product.
-///
-/// # Safety
-/// AVX2.
-#[inline(always)]
-unsafe fn reduce_pairs(v: &[__m256i; R / 2]) -> __m256i {
-    // SAFETY: AVX2 (caller). Integer adds are exact in any order.
+unsafe fn unpack_block(qb: *const u8) -> ([__m256i; G4], [__m256i; G4]) {
+    // SAFETY: AVX2 (caller); group `g < 4` is 32 bytes at `32 g`, inside the
+    // caller's 128.
     unsafe {
-        // [r0 r0 r2 r2 | r1 r1 r3 r3], [r4 r4 r6 r6 | r5 r5 r7 r7]
-        let h0 = _mm256_hadd_epi32(v[0], v[1]);
-        let h1 = _mm256_hadd_epi32(v[2], v[3]);
-        // [r0 r2 r4 r6 | r1 r3 r5 r7]
-        let t = _mm256_hadd_epi32(h0, h1);
-        _mm256_permutevar8x32_epi32(t, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+        let [(l0, h0), (l1, h1), (l2, h2), (l3, h3)] = [
+            unpack(qb),
+            unpack(qb.add(32)),
+            unpack(qb.add(64)),
+            unpack(qb.add(96)),
+        ];
+        ([l0, l1, l2, l3], [h0, h1, h2, h3])
     }
 }
 
-/// Sum the 8 lanes of each of 8 vectors: lane `r` of the result is the sum of `v[r]`.
+/// The input block at `xp` as the 4-bit groups need it: elements `4g..4g + 4`
+/// (multiplying the low nibbles of group `g`) and `16 + 4g..` (the high nibbles),
+/// each broadcast to every lane.
 ///
 /// # Safety
-/// AVX2.
+/// AVX2; `xp` readable for 32 bytes.
 #[inline(always)]
-unsafe fn reduce8(v: &[__m256i; R]) -> __m256i {
-    // SAFETY: AVX2 (caller). Integer adds are exact in any order.
+unsafe fn nibble_inputs(xp: *const i8) -> ([__m256i; G4], [__m256i; G4]) {
+    // SAFETY: every offset read is below 32 (caller's contract); AVX2 (caller).
     unsafe {
-        let a01 = _mm256_hadd_epi32(v[0], v[1]);
-        let a23 = _mm256_hadd_epi32(v[2], v[3]);
-        let a45 = _mm256_hadd_epi32(v[4], v[5]);
-        let a67 = _mm256_hadd_epi32(v[6], v[7]);
-        let b0 = _mm256_hadd_epi32(a01, a23);
-        let b1 = _mm256_hadd_epi32(a45, a67);
-        let lo = _mm256_permute2x128_si256::<0x20>(b0, b1);
-        let hi = _mm256_permute2x128_si256::<0x31>(b0, b1);
-        _mm256_add_epi32(lo, hi)
+        let at = |k: usize| broadcast4(xp.add(k));
+        (
+            [at(0), at(4), at(8), at(12)],
+            [at(16), at(20), at(24), at(28)],
+        )
+    }
+}
+
+/// Row sums of one Q8_0 block-tile at `qb` (8 rows x 32 bytes, interleaved 4 at a
+/// time) with the input block at `xp`: lane `r` is row `r`'s exact dot product.
+/// `maddubs` and `vpdpbusd` multiply unsigned by signed bytes, so the weights'
+/// signs move onto the input (`|w| * sign(w) x`).
+///
+/// # Safety
+/// AVX2 and what `D` needs; `qb` readable for 256 bytes, `xp` for 32.
+#[inline(always)]
+unsafe fn q8_block<D: Dot>(qb: *const u8, xp: *const i8) -> __m256i {
+    // SAFETY: group `g < 8` is 32 bytes at `32 g` of `qb`, its input 4 bytes at
+    // `4 g` of `xp` (caller); features: the caller's.
+    unsafe {
+        let mut acc = _mm256_setzero_si256();
+        for g in 0..G8 {
+            let w = _mm256_loadu_si256(qb.add(32 * g).cast());
+            let xg = broadcast4(xp.add(LANE * g));
+            acc = D::dot_acc(acc, _mm256_sign_epi8(w, w), _mm256_sign_epi8(xg, w));
+        }
+        acc
     }
 }
 
@@ -174,22 +238,11 @@ unsafe fn matvec8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut
                 let qb = qt.add(b * R * bb);
                 _mm_prefetch::<_MM_HINT_T0>(qb.wrapping_add(AHEAD).cast());
                 let mut isum = if KIND == DType::Q8_0 as u32 {
-                    let xv = _mm256_loadu_si256(xp.cast());
-                    let mut v = [_mm256_setzero_si256(); R];
-                    for (r, vr) in v.iter_mut().enumerate() {
-                        let w = _mm256_loadu_si256(qb.add(r * bb).cast());
-                        *vr = D::dot(_mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));
-                    }
-                    reduce8(&v)
+                    q8_block::<D>(qb, xp)
                 } else {
-                    let xlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(xp.cast()));
-                    let xhi = _mm256_broadcastsi128_si256(_mm_loadu_si128(xp.add(16).cast()));
-                    let mut v = [_mm256_setzero_si256(); R / 2];
-                    for (i, vi) in v.iter_mut().enumerate() {
-                        let (lo, hi) = unpack_pair(qb.add(2 * i * bb));
-                        *vi = nibble_pair::<D>(lo, hi, xlo, xhi);
-                    }
-                    reduce_pairs(&v)
+                    let (lo, hi) = unpack_block(qb);
+                    let (xa, xb) = nibble_inputs(xp);
+                    D::nibbles(&lo, &hi, &xa, &xb)
                 };
                 if KIND == DType::Q4_0 as u32 {
                     isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * x.sum[b]));
@@ -277,35 +330,26 @@ unsafe fn tile_batch<D: Dot, const KIND: u32, const T: usize>(
             _mm_prefetch::<_MM_HINT_T0>(qb.wrapping_add(AHEAD).cast());
             let (dw, mw) = scales::<KIND>(st.add(b * f * R));
             if KIND == DType::Q8_0 as u32 {
-                let mut w = [_mm256_setzero_si256(); R];
-                let mut aw = [_mm256_setzero_si256(); R];
-                for r in 0..R {
-                    w[r] = _mm256_loadu_si256(qb.add(r * bb).cast());
-                    aw[r] = _mm256_sign_epi8(w[r], w[r]);
-                }
-                for j in 0..T {
-                    let xv = _mm256_loadu_si256(xs[j].qs.as_ptr().add(b * BLOCK).cast());
-                    let mut v = [_mm256_setzero_si256(); R];
-                    for r in 0..R {
-                        v[r] = D::dot(aw[r], _mm256_sign_epi8(xv, w[r]));
-                    }
-                    acc[j] = accumulate::<KIND>(acc[j], reduce8(&v), dw, mw, &xs[j], b);
-                }
-            } else {
-                let mut lo = [_mm256_setzero_si256(); R / 2];
-                let mut hi = [_mm256_setzero_si256(); R / 2];
-                for i in 0..R / 2 {
-                    (lo[i], hi[i]) = unpack_pair(qb.add(2 * i * bb));
+                let mut w = [_mm256_setzero_si256(); G8];
+                let mut aw = [_mm256_setzero_si256(); G8];
+                for g in 0..G8 {
+                    w[g] = _mm256_loadu_si256(qb.add(32 * g).cast());
+                    aw[g] = _mm256_sign_epi8(w[g], w[g]);
                 }
                 for j in 0..T {
                     let xp = xs[j].qs.as_ptr().add(b * BLOCK);
-                    let xlo = _mm256_broadcastsi128_si256(_mm_loadu_si128(xp.cast()));
-                    let xhi = _mm256_broadcastsi128_si256(_mm_loadu_si128(xp.add(16).cast()));
-                    let mut v = [_mm256_setzero_si256(); R / 2];
-                    for i in 0..R / 2 {
-                        v[i] = nibble_pair::<D>(lo[i], hi[i], xlo, xhi);
+                    let mut isum = _mm256_setzero_si256();
+                    for g in 0..G8 {
+                        let xg = broadcast4(xp.add(LANE * g));
+                        isum = D::dot_acc(isum, aw[g], _mm256_sign_epi8(xg, w[g]));
                     }
-                    let mut isum = reduce_pairs(&v);
+                    acc[j] = accumulate::<KIND>(acc[j], isum, dw, mw, &xs[j], b);
+                }
+            } else {
+                let (lo, hi) = unpack_block(qb);
+                for j in 0..T {
+                    let (xa, xb) = nibble_inputs(xs[j].qs.as_ptr().add(b * BLOCK));
+                    let mut isum = D::nibbles(&lo, &hi, &xa, &xb);
                     if KIND == DType::Q4_0 as u32 {
                         isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * xs[j].sum[b]));
                     }
