@@ -34,8 +34,23 @@ const G4: usize = 16 / LANE;
 /// 32-byte groups of a Q8_0 block-tile (32 bytes per row).
 const G8: usize = 32 / LANE;
 
-/// Bytes ahead of the current block that the quant stream is prefetched.
-const AHEAD: usize = 1024;
+/// Block-tiles ahead of the current one that the quant stream is prefetched (1 KiB
+/// for 4-bit tiles, 2 KiB for Q8_0: the best of 0.5, 1 and 2 KiB for each, measured).
+const AHEAD: usize = 8;
+
+/// Prefetch the block-tile [`AHEAD`] tiles past the one at `qb` (`len` bytes each),
+/// one request per 64-byte line: the hardware prefetcher alone leaves a single core
+/// waiting on DRAM (every line requested: +25-30% streamed, against one request per
+/// tile). The addresses may lie past the matrix: a prefetch never faults.
+#[inline(always)]
+fn prefetch_block(qb: *const u8, len: usize) {
+    let ahead = qb.wrapping_add(AHEAD * len);
+    for line in (0..len).step_by(64) {
+        // SAFETY: SSE (baseline on x86-64); a prefetch reads nothing architecturally
+        // and never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+    }
+}
 
 /// Exact dot products of 4 unsigned bytes with 4 signed bytes per i32 lane.
 trait Dot: Copy {
@@ -236,7 +251,7 @@ unsafe fn matvec8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut
             for b in 0..nb {
                 let xp = x.qs.as_ptr().add(b * BLOCK);
                 let qb = qt.add(b * R * bb);
-                _mm_prefetch::<_MM_HINT_T0>(qb.wrapping_add(AHEAD).cast());
+                prefetch_block(qb, R * bb);
                 let mut isum = if KIND == DType::Q8_0 as u32 {
                     q8_block::<D>(qb, xp)
                 } else {
@@ -327,7 +342,7 @@ unsafe fn tile_batch<D: Dot, const KIND: u32, const T: usize>(
         let mut acc = [_mm256_setzero_ps(); T];
         for b in 0..nb {
             let qb = qt.add(b * R * bb);
-            _mm_prefetch::<_MM_HINT_T0>(qb.wrapping_add(AHEAD).cast());
+            prefetch_block(qb, R * bb);
             let (dw, mw) = scales::<KIND>(st.add(b * f * R));
             if KIND == DType::Q8_0 as u32 {
                 let mut w = [_mm256_setzero_si256(); G8];
