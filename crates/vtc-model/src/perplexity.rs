@@ -102,8 +102,10 @@ pub fn token_nll(logits: &[f32], target: u32) -> Option<f64> {
     Some(max + sum.ln() - chosen)
 }
 
-/// Perplexity of `model` on `ids` with windows of `ctx` tokens (see the
-/// [module documentation](self) for the exact definition), run on `backend`.
+/// Perplexity of `model` on `ids` with windows of `ctx` tokens, run on `backend`: `ids`
+/// cut into consecutive windows (a last one of at least 2 tokens counts), each run
+/// from an empty cache, every token after a window's first scored by its negative
+/// log-probability; the result is `exp` of the mean over all scored tokens.
 ///
 /// `progress(done, total)` is called after every forward pass with the tokens scored so
 /// far and the total to score.
