@@ -9,9 +9,9 @@
 //! each row's products in its own lane. A block's 8 row sums come out in one vector:
 //! no horizontal adds, no permutes.
 //!
-//! The batched product (`matmul_q8`) runs the same per-row operations for up to 4
-//! inputs at a time, each weight block loaded and unpacked once for all of them, so
-//! its rows are bit for bit those of `matvec_q8`.
+//! One tile kernel (`tile_batch`) serves both products: the batched one (`matmul_q8`)
+//! runs it for up to 4 inputs at a time, each weight block loaded and unpacked once for
+//! all of them, and `matvec_q8` for one, so their rows are bit for bit the same.
 //!
 //! Fast path: tiles of 8 rows (what the converter writes). Other tile sizes take the
 //! plain-Rust canonical path.
@@ -204,29 +204,8 @@ unsafe fn nibble_inputs(xp: *const i8) -> ([__m256i; G4], [__m256i; G4]) {
     }
 }
 
-/// Row sums of one Q8_0 block-tile at `qb` (8 rows x 32 bytes, interleaved 4 at a
-/// time) with the input block at `xp`: lane `r` is row `r`'s exact dot product.
-/// `maddubs` and `vpdpbusd` multiply unsigned by signed bytes, so the weights'
-/// signs move onto the input (`|w| * sign(w) x`).
-///
-/// # Safety
-/// AVX2 and what `D` needs; `qb` readable for 256 bytes, `xp` for 32.
-#[inline(always)]
-unsafe fn q8_block<D: Dot>(qb: *const u8, xp: *const i8) -> __m256i {
-    // SAFETY: group `g < 8` is 32 bytes at `32 g` of `qb`, its input 4 bytes at
-    // `4 g` of `xp` (caller); features: the caller's.
-    unsafe {
-        let mut acc = _mm256_setzero_si256();
-        for g in 0..G8 {
-            let w = _mm256_loadu_si256(qb.add(32 * g).cast());
-            let xg = broadcast4(xp.add(LANE * g));
-            acc = D::dot_acc(acc, _mm256_sign_epi8(w, w), _mm256_sign_epi8(xg, w));
-        }
-        acc
-    }
-}
-
-/// The canonical product for 8-row tiles.
+/// The canonical product for 8-row tiles: [`tile_batch`] with one input, tile after
+/// tile.
 ///
 /// # Safety
 /// AVX2, FMA, F16C and whatever `D` needs; `a.g.tile_rows == 8`; `x` and `y` checked
@@ -234,37 +213,15 @@ unsafe fn q8_block<D: Dot>(qb: *const u8, xp: *const i8) -> __m256i {
 #[inline(always)]
 unsafe fn matvec8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut [f32]) {
     let (q, g) = (&a.q, &a.g);
-    let nb = g.blocks_per_row();
-    let bb = g.block_bytes();
-    let f = g.fields();
     debug_assert_eq!(g.tile_rows, R);
     for (t, yt) in y.chunks_mut(R).enumerate() {
-        // SAFETY: tile `t < n_tiles` (y has rows <= n_tiles * 8 entries): its quants
-        // are `R * nb * bb` bytes from `t * tile_quant_bytes`, its scales `R * nb * f`
-        // values from `t * tile_scales`, both inside the slices (`Matrix::new` checked
-        // their lengths). Block `b < nb` of `x` is 32 bytes at `32 b`. AVX2/F16C and
-        // the features of `D` are the caller's contract.
+        // SAFETY: tile `t < n_tiles` (y has rows <= n_tiles * 8 entries) lies inside
+        // the quant and scale slices (`Matrix::new` checked their lengths); `x` has
+        // `g.cols` elements (`quant::check`). Features: the caller's contract.
         unsafe {
             let qt = q.quants.as_ptr().add(t * g.tile_quant_bytes());
             let st = q.scales.as_ptr().add(t * g.tile_scales()).cast::<u16>();
-            let mut acc = _mm256_setzero_ps();
-            for b in 0..nb {
-                let xp = x.qs.as_ptr().add(b * BLOCK);
-                let qb = qt.add(b * R * bb);
-                prefetch_block(qb, R * bb);
-                let mut isum = if KIND == DType::Q8_0 as u32 {
-                    q8_block::<D>(qb, xp)
-                } else {
-                    let (lo, hi) = unpack_block(qb);
-                    let (xa, xb) = nibble_inputs(xp);
-                    D::nibbles(&lo, &hi, &xa, &xb)
-                };
-                if KIND == DType::Q4_0 as u32 {
-                    isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * x.sum[b]));
-                }
-                let (dw, mw) = scales::<KIND>(st.add(b * f * R));
-                acc = accumulate::<KIND>(acc, isum, dw, mw, x, b);
-            }
+            let [acc] = tile_batch::<D, KIND, 1>(g, qt, st, core::slice::from_ref(x));
             let mut out = [0.0f32; R];
             _mm256_storeu_ps(out.as_mut_ptr(), acc);
             yt.copy_from_slice(&out[..yt.len()]);
@@ -320,8 +277,8 @@ unsafe fn accumulate<const KIND: u32>(
 const TB: usize = 4;
 
 /// One 8-row tile (quants at `qt`, scales at `st`) times the `T` inputs `xs`: lane `r`
-/// of result `j` is row `r` times `xs[j]`, by exactly the operations of [`matvec8`],
-/// but each weight block is loaded, unpacked and widened once for all `T` inputs.
+/// of result `j` is row `r` times `xs[j]` (the canonical operations, one row per lane),
+/// each weight block loaded and unpacked once for all `T` inputs.
 ///
 /// # Safety
 /// AVX2, FMA, F16C and whatever `D` needs; `qt` and `st` point at a whole tile of the
@@ -345,6 +302,8 @@ unsafe fn tile_batch<D: Dot, const KIND: u32, const T: usize>(
             prefetch_block(qb, R * bb);
             let (dw, mw) = scales::<KIND>(st.add(b * f * R));
             if KIND == DType::Q8_0 as u32 {
+                // `maddubs` and `vpdpbusd` multiply unsigned by signed bytes, so the
+                // weights' signs move onto the input: `|w| * (sign(w) x)`.
                 let mut w = [_mm256_setzero_si256(); G8];
                 let mut aw = [_mm256_setzero_si256(); G8];
                 for g in 0..G8 {
