@@ -1,15 +1,13 @@
 //! The fixed cost of one parallel region of `vtc_kernels::Threaded`: a matrix-vector
-//! product on a 16x64 f32 matrix (tile rows 4, the converter's default: 4 tiles, so
-//! 2 threads get 2 tiles each and the arithmetic is ~100 ns), on the plain backend, on
-//! `Threaded` with 1 thread and with 2 threads. `x2 - x1` is the fork/join cost of one
-//! product; a decode token pays it once per product (7 per layer + the output head,
-//! see `vtc_model::forward`) plus one `scope` (entering the pool, measured on its own).
+//! product on a 16x64 f32 matrix (tile rows 4, the converter's default: 4 tiles, one
+//! part each, and the arithmetic is ~100 ns), on the plain backend, on `Threaded` with
+//! 1 thread and with 2 threads. `x2 - x1` is the fork/join cost of one product; a
+//! decode token pays it once per group of products (see `vtc_model::forward`).
 //!
-//! Every product runs inside `Backend::scope`, as the forward pass runs them, so a fork
-//! is rayon's in-pool `join`. Between products the calling thread spins for `gap` (0,
-//! 20 or 200 us) as a forward pass does its unthreaded ops (norms, attention): with a
-//! gap the idle worker may have gone to sleep and must be woken, which a back-to-back
-//! loop never measures. The gap is in every variant, so it cancels in `x2 - x1`.
+//! Between products the calling thread spins for `gap` (0, 20 or 200 us) as a forward
+//! pass does its unthreaded ops (norms, attention): past the pool's spin time (30 us)
+//! the idle worker has gone to sleep and must be woken, which a back-to-back loop never
+//! measures. The gap is in every variant, so it cancels in `x2 - x1`.
 //!
 //! One backend: `VTC_BACKEND` if set, else the fastest this CPU runs (the pool's cost
 //! does not depend on the kernel).
@@ -62,26 +60,15 @@ fn bench_threaded(c: &mut Criterion) {
             group.bench_function(id, |b| {
                 b.iter_custom(|iters| {
                     let mut y = vec![0.0f32; ROWS];
-                    let mut took = Duration::ZERO;
-                    be.scope(&mut || {
-                        let t = Instant::now();
-                        for _ in 0..iters {
-                            be.matvec(black_box(&m), black_box(&x), black_box(&mut y));
-                            spin(gap);
-                        }
-                        took = t.elapsed();
-                    });
-                    took
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        be.matvec(black_box(&m), black_box(&x), black_box(&mut y));
+                        spin(gap);
+                    }
+                    t.elapsed()
                 })
             });
         }
-    }
-    // Entering the pool: once per token (`Session::forward` runs the whole pass in
-    // `scope`).
-    for &(name, be) in &variants {
-        group.bench_function(BenchmarkId::new("scope", name), |b| {
-            b.iter(|| be.scope(&mut || black_box(())))
-        });
     }
     group.finish();
 }

@@ -54,6 +54,7 @@
 
 pub mod arch;
 mod matrix;
+mod pool;
 pub mod probe;
 mod quant;
 mod scalar;
@@ -219,12 +220,6 @@ pub trait Backend: Send + Sync {
     fn threads(&self) -> usize {
         1
     }
-
-    /// Run `f` (a whole forward pass) where this backend's parallel work is cheapest to
-    /// fork from: inside [`Threaded`]'s pool; directly for everything else.
-    fn scope(&self, f: &mut (dyn FnMut() + Send)) {
-        f()
-    }
 }
 
 macro_rules! forward_backend {
@@ -267,7 +262,6 @@ macro_rules! forward_backend {
                 (**self).for_each_chunk(buf, chunk_len, f)
             }
             fn threads(&self) -> usize { (**self).threads() }
-            fn scope(&self, f: &mut (dyn FnMut() + Send)) { (**self).scope(f) }
         }
     )*};
 }

@@ -1,27 +1,31 @@
 //! Multi-threaded matrix products over any backend.
 //!
-//! [`Threaded`] wraps a [`Backend`] and a persistent thread pool (rayon, built once).
-//! Each matrix-vector product's row tiles are cut into `threads` contiguous ranges
-//! ([`Matrix::tiles`]), computed by the wrapped backend on different threads; a batched
-//! product ([`Backend::matmul`]) is cut by inputs instead, so each thread reads every
+//! [`Threaded`] wraps a [`Backend`] and a persistent pool of `threads - 1` workers
+//! (built once; the calling thread is the last one). Each matrix-vector product's
+//! row tiles are cut into contiguous runs ([`Matrix::tiles`]), a few per thread, which
+//! the threads claim one at a time and compute with the wrapped backend; a batched
+//! product ([`Backend::matmul`]) is cut by inputs instead, so each part reads every
 //! weight once for its share of the batch. Every output is computed by the same kernel
-//! from the same data whatever the split, so the results are bit-identical for any
-//! thread count. Independent chunks of work ([`Backend::for_each_chunk`], the attention
-//! heads) are cut into one contiguous run per thread the same way. The other
-//! operations are small and run on the calling thread.
+//! from the same data whatever the split and whoever claims it, so the results are
+//! bit-identical for any thread count. Independent chunks of work
+//! ([`Backend::for_each_chunk`], the attention heads) are cut into contiguous runs the
+//! same way. The other operations are small and run on the calling thread.
 //!
-//! [`Backend::scope`] runs a whole forward pass inside the pool, so the per-product
-//! fork/join is rayon's in-pool `join` (stack-allocated jobs, no thread spawned, no
-//! allocation); a product whose second half was not yet picked up by another worker
-//! (for example because that core is busy with another process) is taken back and run
-//! by the calling thread, so a busy core slows a token down to about the 1-thread
-//! speed instead of stalling it.
+//! The calling thread claims parts like any worker (see the `pool` module), so a
+//! worker whose core is busy with another process costs at most the part it has
+//! claimed: the rest of the product goes to the threads that are running, and a busy
+//! core slows a token down towards the 1-thread speed instead of stalling it.
 
 use std::ops::Range;
+use std::sync::{Mutex, PoisonError};
 
-use rayon::ThreadPool;
-
+use crate::pool::Pool;
 use crate::{Backend, KernelError, Matrix, Q8Vec, RopeStyle, batch_len};
+
+/// Parts per thread of a matrix-vector product: more than one, so a thread that
+/// finishes early (or runs alone while another is descheduled) takes over parts the
+/// others have not claimed.
+const PARTS_PER_THREAD: usize = 4;
 
 /// Parts per thread of a batched product (see `Threaded::batch_parts`).
 const BATCH_PARTS_PER_THREAD: usize = 4;
@@ -38,29 +42,35 @@ const MIN_PARALLEL_CHUNK_FLOATS: usize = 2048;
 /// of this many).
 const MAX_GROUP: usize = 4;
 
-/// Products of one input being split over threads: sub-matrices and their outputs.
-type Group<'w, 'y> = [Option<(Matrix<'w>, &'y mut [f32])>; MAX_GROUP];
+/// Parts of one job at most (they live on the stack: no allocation per product).
+const MAX_PARTS: usize = 64;
+
+/// The parts of one job, each taken by the thread that claims its index. (The claim
+/// already makes every index one thread's; the lock makes handing over the `&mut`
+/// output safe code, at the cost of an uncontended lock per part.)
+type Slots<T> = [Mutex<Option<T>>; MAX_PARTS];
+
+fn slots<T>() -> Slots<T> {
+    std::array::from_fn(|_| Mutex::new(None))
+}
 
 /// A backend whose matrix-vector products run on `threads` threads.
 pub struct Threaded<B> {
     inner: B,
-    pool: ThreadPool,
+    pool: Pool,
     threads: usize,
 }
 
 impl<B: Backend> Threaded<B> {
-    /// Wrap `inner`, with a pool of `threads` threads (at least 1).
+    /// Wrap `inner`, with a pool of `threads` threads (at least 1; the calling thread
+    /// is one of them).
     pub fn new(inner: B, threads: usize) -> Result<Self, KernelError> {
         if threads == 0 {
             return Err(KernelError::Threads(
                 "thread count must be at least 1".into(),
             ));
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("vtc-worker-{i}"))
-            .build()
-            .map_err(|e| KernelError::Threads(e.to_string()))?;
+        let pool = Pool::new(threads - 1).map_err(|e| KernelError::Threads(e.to_string()))?;
         Ok(Self {
             inner,
             pool,
@@ -78,57 +88,58 @@ impl<B: Backend> Threaded<B> {
         &self.inner
     }
 
-    /// The products of `products` (matrices reading one input), each cut into
-    /// `threads` contiguous tile ranges: thread `i` computes range `i` of every
-    /// product (`f(sub_matrix, its_rows_of_y)`), so a group costs one fork.
+    /// `f` over the first `n` parts of `slots`, on all threads.
+    fn run<T: Send>(&self, slots: &Slots<T>, n: usize, f: &(dyn Fn(T) + Sync)) {
+        self.pool.run(n, &|i| {
+            let part = slots[i]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(part) = part {
+                f(part)
+            }
+        });
+    }
+
+    /// The products of `products` (matrices reading one input), in groups of up to
+    /// [`MAX_GROUP`], each group cut into about `threads * PARTS_PER_THREAD` runs of
+    /// tiles of equal length (`f(sub_matrix, its_rows_of_y)` per run), so a group
+    /// costs one job.
     fn split_products(
         &self,
         products: &mut [(&Matrix<'_>, &mut [f32])],
         f: &(dyn Fn(&Matrix<'_>, &mut [f32]) + Sync),
     ) {
-        for chunk in products.chunks_mut(MAX_GROUP) {
-            let mut group = Group::default();
-            for (slot, (w, y)) in group.iter_mut().zip(chunk.iter_mut()) {
+        let want = if self.threads == 1 {
+            1
+        } else {
+            (self.threads * PARTS_PER_THREAD).min(MAX_PARTS - MAX_GROUP)
+        };
+        for group in products.chunks_mut(MAX_GROUP) {
+            let tiles: usize = group.iter().map(|(w, _)| w.n_tiles()).sum();
+            // At most `want + group.len()` runs in all.
+            let per = tiles.div_ceil(want).max(1);
+            let mut slots = slots();
+            let mut n = 0;
+            for (w, y) in group.iter_mut() {
                 assert_eq!(y.len(), w.rows(), "matvec: y length");
-                *slot = Some((**w, &mut **y));
+                let mut rest: &mut [f32] = y;
+                let mut first = 0;
+                // At least one run, so an empty product's shapes are still checked.
+                loop {
+                    let sub = w.tiles(first, per);
+                    let (mine, more) = std::mem::take(&mut rest).split_at_mut(sub.rows());
+                    *slots[n].get_mut().unwrap_or_else(PoisonError::into_inner) = Some((sub, mine));
+                    n += 1;
+                    rest = more;
+                    first += per;
+                    if first >= w.n_tiles() {
+                        break;
+                    }
+                }
             }
-            self.split_group(group, self.threads, f);
+            self.run(&slots, n, &|(w, y)| f(&w, y));
         }
-    }
-
-    /// `f` over every product of `group`, each cut into `parts` contiguous tile ranges
-    /// (in proportion), forked in halves with `rayon::join`.
-    fn split_group(
-        &self,
-        group: Group<'_, '_>,
-        parts: usize,
-        f: &(dyn Fn(&Matrix<'_>, &mut [f32]) + Sync),
-    ) {
-        let tiles = group.iter().flatten().map(|(w, _)| w.n_tiles()).max();
-        if parts <= 1 || tiles.unwrap_or(0) < 2 {
-            for (w, y) in group.into_iter().flatten() {
-                f(&w, y);
-            }
-            return;
-        }
-        let left_parts = parts / 2;
-        let (mut left, mut right) = (Group::default(), Group::default());
-        for ((p, l), r) in group.into_iter().zip(&mut left).zip(&mut right) {
-            let Some((w, y)) = p else { continue };
-            // Tiles proportional to the parts on each side.
-            let n_tiles = w.n_tiles();
-            let left_tiles = (n_tiles * left_parts).div_ceil(parts);
-            let (wl, wr) = (w.tiles(0, left_tiles), w.tiles(left_tiles, n_tiles));
-            let (yl, yr) = y.split_at_mut(wl.rows());
-            // A product too small to reach one side stays whole on the other (an
-            // empty one on the left, where its shapes are still checked).
-            *l = (wl.rows() > 0 || n_tiles == 0).then_some((wl, yl));
-            *r = (wr.rows() > 0).then_some((wr, yr));
-        }
-        rayon::join(
-            || self.split_group(left, left_parts, f),
-            || self.split_group(right, parts - left_parts, f),
-        );
     }
 
     /// Parts a batch of `n` inputs is cut into: [`BATCH_PARTS_PER_THREAD`] per thread,
@@ -142,28 +153,38 @@ impl<B: Backend> Threaded<B> {
             .max(self.threads)
     }
 
-    /// `f(inputs, their rows of y)` over `parts` contiguous ranges of a batch's `n`
-    /// inputs (`y` holds `m` outputs per input), forked in halves with `rayon::join`.
+    /// `f(inputs, their rows of y)` over `parts` contiguous ranges of about equal
+    /// length of a batch's `n` inputs (`y` holds `m` outputs per input); one part
+    /// (`f(0..n, y)`) when `n` or `parts` is below 2.
     fn split_batch(
         &self,
-        inputs: Range<usize>,
+        n: usize,
         m: usize,
         y: &mut [f32],
         parts: usize,
         f: &(dyn Fn(Range<usize>, &mut [f32]) + Sync),
     ) {
-        let n = inputs.len();
-        if parts <= 1 || n < 2 {
-            f(inputs, y);
-            return;
+        let parts = parts.min(n).clamp(1, MAX_PARTS);
+        let mut slots = slots();
+        let mut rest = y;
+        let mut start = 0;
+        for (p, slot) in slots.iter_mut().enumerate().take(parts) {
+            let end = if p + 1 == parts {
+                n
+            } else {
+                n * (p + 1) / parts
+            };
+            let len = if p + 1 == parts {
+                rest.len()
+            } else {
+                (end - start) * m
+            };
+            let (mine, more) = std::mem::take(&mut rest).split_at_mut(len);
+            *slot.get_mut().unwrap_or_else(PoisonError::into_inner) = Some((start..end, mine));
+            rest = more;
+            start = end;
         }
-        let left_parts = parts / 2;
-        let mid = inputs.start + (n * left_parts).div_ceil(parts);
-        let (yl, yr) = y.split_at_mut((mid - inputs.start) * m);
-        rayon::join(
-            || self.split_batch(inputs.start..mid, m, yl, left_parts, f),
-            || self.split_batch(mid..inputs.end, m, yr, parts - left_parts, f),
-        );
+        self.run(&slots, parts, &|(r, ys)| f(r, ys));
     }
 }
 
@@ -174,14 +195,6 @@ impl<B: Backend> Backend for Threaded<B> {
 
     fn threads(&self) -> usize {
         self.threads
-    }
-
-    fn scope(&self, f: &mut (dyn FnMut() + Send)) {
-        if self.threads == 1 {
-            f()
-        } else {
-            self.pool.install(f)
-        }
     }
 
     fn matvec(&self, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) {
@@ -209,7 +222,7 @@ impl<B: Backend> Backend for Threaded<B> {
             return self.matvec(w, x, y);
         }
         let k = w.cols();
-        self.split_batch(0..n, w.rows(), y, self.batch_parts(n), &|r, ys| {
+        self.split_batch(n, w.rows(), y, self.batch_parts(n), &|r, ys| {
             self.inner.matmul(w, &x[r.start * k..r.end * k], ys)
         });
     }
@@ -220,17 +233,13 @@ impl<B: Backend> Backend for Threaded<B> {
         if let [x1] = x {
             return self.matvec_q8(w, x1, y);
         }
-        self.split_batch(
-            0..x.len(),
-            w.rows(),
-            y,
-            self.batch_parts(x.len()),
-            &|r, ys| self.inner.matmul_q8(w, &x[r], ys),
-        );
+        self.split_batch(x.len(), w.rows(), y, self.batch_parts(x.len()), &|r, ys| {
+            self.inner.matmul_q8(w, &x[r], ys)
+        });
     }
 
-    /// The chunks cut into `threads` contiguous runs (none for a buffer under
-    /// [`MIN_PARALLEL_CHUNK_FLOATS`]), forked like the inputs of a batch.
+    /// The chunks cut into [`PARTS_PER_THREAD`] contiguous runs per thread (one for a
+    /// buffer under [`MIN_PARALLEL_CHUNK_FLOATS`]), split like the inputs of a batch.
     fn for_each_chunk(
         &self,
         buf: &mut [f32],
@@ -241,9 +250,9 @@ impl<B: Backend> Backend for Threaded<B> {
         let parts = if buf.len() < MIN_PARALLEL_CHUNK_FLOATS {
             1
         } else {
-            self.threads.min(n)
+            self.threads * PARTS_PER_THREAD
         };
-        self.split_batch(0..n, chunk_len, buf, parts, &|r, part| {
+        self.split_batch(n, chunk_len, buf, parts, &|r, part| {
             for (c, i) in part.chunks_exact_mut(chunk_len).zip(r) {
                 f(i, c);
             }

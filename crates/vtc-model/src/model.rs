@@ -206,8 +206,7 @@ impl<'m, B: Backend> Session<'m, B> {
             &mut self.state,
             self.pos,
         );
-        // Inside a threaded backend's pool, so its per-product forks are cheap.
-        be.scope(&mut || forward(be, cfg, w, state, token, pos));
+        forward(be, cfg, w, state, token, pos);
         self.pos += 1;
         Ok(&self.state.logits)
     }
@@ -286,12 +285,12 @@ impl<'m, B: Backend> Session<'m, B> {
             self.batch_size,
         );
         if let [token] = tokens {
-            be.scope(&mut || forward(be, cfg, w, state, *token, pos));
+            forward(be, cfg, w, state, *token, pos);
         } else {
             let batch = self
                 .batch
                 .get_or_insert_with(|| BatchState::new(cfg, size.min(state.max_seq)));
-            be.scope(&mut || forward_batch(be, cfg, w, state, batch, tokens, pos, want));
+            forward_batch(be, cfg, w, state, batch, tokens, pos, want);
         }
         self.pos += tokens.len();
     }

@@ -1,0 +1,416 @@
+//! The worker pool behind [`Threaded`](crate::Threaded): fork-join for many small jobs
+//! (a few hundred per token) on a machine that may be busy with other work.
+//!
+//! A job is `n` numbered parts and one function. The calling thread publishes it and
+//! then claims parts from a shared counter exactly as the workers do, so a job never
+//! waits for a worker to start: a worker that is asleep, or descheduled because its
+//! core is busy with another process, claims nothing and the caller runs every part.
+//! The caller waits only for the parts a worker has already claimed.
+//!
+//! Idle workers spin on the job word (with the CPU's pause hint) for [`SPIN`], longer
+//! than the gaps between the products of one token, and then sleep on a futex
+//! (`thread::park`). They never call `sched_yield`: on a core shared with another
+//! process a yield hands the core over for a whole time slice while the worker stays
+//! runnable, so a job published meanwhile waits for that slice to end. A worker that
+//! sleeps instead is woken by the kernel as soon as work is published.
+//!
+//! The protocol, on one 64-bit job word (`state`): the epoch (high 32 bits) counts
+//! jobs, bit 31 says the job is closed, the low 31 bits count the workers inside it.
+//! A worker enters the open job of the epoch it saw with a compare-and-swap that adds
+//! one (so it can never enter a closed job), claims parts until the counter runs out,
+//! and leaves by subtracting one. The caller, out of parts, closes the job and waits
+//! until no worker is inside; only then does it return (and the borrowed function
+//! go out of scope), and only then may the next job be written.
+
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+/// How long an idle worker spins before it sleeps.
+const SPIN: Duration = Duration::from_micros(30);
+
+/// Spins between two looks at the clock.
+const SPINS_PER_CLOCK: u32 = 64;
+
+/// A gap between two looks at the clock of a spinning worker that means it was
+/// descheduled (64 spins take a few microseconds).
+const DESCHEDULED: Duration = Duration::from_micros(50);
+
+/// How long a worker that was descheduled while spinning parks as soon as it is idle.
+const SHARED_CORE_HOLD: Duration = Duration::from_millis(200);
+
+/// Spins of the caller waiting for workers to leave a job before it yields its core
+/// (to a worker descheduled on the same core).
+const CALLER_SPINS: u32 = 1 << 12;
+
+/// Bit of `state`: the job is closed to workers.
+const CLOSED: u64 = 1 << 31;
+/// Bits of `state`: workers inside the job.
+const INSIDE: u64 = CLOSED - 1;
+
+/// The epoch (job number) of a job word.
+fn epoch(state: u64) -> u32 {
+    (state >> 32) as u32
+}
+
+/// One part's work: `f(part_index)`.
+type PartFn<'a> = dyn Fn(usize) + Sync + 'a;
+
+/// The current job: its part count and function (lifetime erased, see [`Pool::run`]).
+struct Job {
+    parts: usize,
+    f: *const PartFn<'static>,
+}
+
+/// A value alone in its cache lines (two, for the adjacent-line prefetcher), so the
+/// caller's and the workers' writes to different words do not contend.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+struct Shared {
+    /// The job word: epoch, closed bit, workers inside.
+    state: Padded<AtomicU64>,
+    /// The next part to claim.
+    next: Padded<AtomicUsize>,
+    /// The job; written only by the caller while no worker is inside a job.
+    job: UnsafeCell<Job>,
+    /// Per worker: it is (about to be) parked and needs an unpark.
+    sleeping: Vec<Padded<AtomicBool>>,
+    shutdown: AtomicBool,
+    /// A panic raised by a part on a worker, for the caller to resume.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+// SAFETY: every field but `job` is Sync. `job` is written by `Pool::run` only while it
+// holds `Pool::caller` and no worker is inside a job (the previous job was closed and
+// its inside-count seen at zero), and read by a worker only between entering an open
+// job (an acquire CAS on `state`, which the caller published with a SeqCst store after
+// writing `job`) and leaving it; the caller does not write `job` again before every
+// worker has left. The function behind `job.f` is `Sync`, so calling it from the
+// workers is sound.
+unsafe impl Sync for Shared {}
+// SAFETY: `Shared` is only ever shared (in an `Arc`); the raw pointer in `job` points
+// to a `Sync` function, so moving the handle to a worker thread is sound.
+unsafe impl Send for Shared {}
+
+/// A fork-join pool: `workers` threads plus the calling thread.
+pub(crate) struct Pool {
+    shared: Arc<Shared>,
+    threads: Vec<Thread>,
+    handles: Vec<JoinHandle<()>>,
+    /// Held while a job runs: jobs from two threads at once (or from inside a part)
+    /// run serially on their caller instead of sharing the one job slot.
+    caller: Mutex<()>,
+}
+
+impl Pool {
+    /// A pool with `workers` threads besides the caller (0 runs everything on the
+    /// caller).
+    pub(crate) fn new(workers: usize) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Padded(AtomicU64::new(0)),
+            next: Padded(AtomicUsize::new(0)),
+            job: UnsafeCell::new(Job {
+                parts: 0,
+                f: &|_| {},
+            }),
+            sleeping: (0..workers)
+                .map(|_| Padded(AtomicBool::new(false)))
+                .collect(),
+            shutdown: AtomicBool::new(false),
+            panic: Mutex::new(None),
+        });
+        let mut pool = Pool {
+            shared,
+            threads: Vec::with_capacity(workers),
+            handles: Vec::with_capacity(workers),
+            caller: Mutex::new(()),
+        };
+        for me in 0..workers {
+            let shared = Arc::clone(&pool.shared);
+            // On failure `pool` drops here and stops the workers already started.
+            let handle = thread::Builder::new()
+                .name(format!("vtc-worker-{me}"))
+                .spawn(move || work(&shared, me))?;
+            pool.threads.push(handle.thread().clone());
+            pool.handles.push(handle);
+        }
+        Ok(pool)
+    }
+
+    /// Run `f(i)` for every part `i` in `0..parts`, each exactly once, on the calling
+    /// thread and whichever workers join in; return when all are done. A panic in any
+    /// part is resumed here once every worker has left the job.
+    pub(crate) fn run(&self, parts: usize, f: &PartFn<'_>) {
+        let serial = || (0..parts).for_each(f);
+        if parts <= 1 || self.handles.is_empty() {
+            return serial();
+        }
+        let _one = match self.caller.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return serial(),
+        };
+        let shared = &*self.shared;
+        // SAFETY: only the lifetime changes (the same fat pointer). The pointer is read
+        // by workers only inside this job, and this function does not return (even by
+        // unwinding: `Close`) before the job is closed and no worker is inside it.
+        let f_static =
+            unsafe { std::mem::transmute::<*const PartFn<'_>, *const PartFn<'static>>(f) };
+        // SAFETY: `caller` is held, so no other job is being published, and the
+        // previous job was closed with no worker inside (see `Close`): no worker reads
+        // `job` until it enters the job published below.
+        unsafe {
+            *shared.job.get() = Job { parts, f: f_static };
+        }
+        shared.next.0.store(0, Ordering::Relaxed);
+        let old = shared.state.0.load(Ordering::Relaxed);
+        let open = u64::from(epoch(old).wrapping_add(1)) << 32;
+        // SeqCst, paired with the sleepers' SeqCst flag store and state load: either a
+        // worker sees this job before it parks, or its flag is seen here and it is
+        // unparked.
+        shared.state.0.store(open, Ordering::SeqCst);
+        for (flag, t) in shared.sleeping.iter().zip(&self.threads) {
+            if flag.0.load(Ordering::SeqCst) {
+                t.unpark();
+            }
+        }
+        let close = Close(shared);
+        claim_parts(shared, parts, f);
+        drop(close);
+        let worker_panic = shared
+            .panic
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(p) = worker_panic {
+            panic::resume_unwind(p);
+        }
+    }
+}
+
+/// Claim parts of the current job until none is left, running each.
+fn claim_parts(shared: &Shared, parts: usize, f: &PartFn<'_>) {
+    loop {
+        let i = shared.next.0.fetch_add(1, Ordering::Relaxed);
+        if i >= parts {
+            return;
+        }
+        f(i);
+    }
+}
+
+/// Closes the current job and waits until no worker is inside it, on return and on
+/// unwinding from a panicking part alike.
+struct Close<'a>(&'a Shared);
+
+impl Drop for Close<'_> {
+    fn drop(&mut self) {
+        let state = &self.0.state.0;
+        state.fetch_or(CLOSED, Ordering::AcqRel);
+        let mut spins = 0u32;
+        // Acquire, paired with the workers' release on leaving: their parts' writes
+        // are visible once the count reads zero.
+        while state.load(Ordering::Acquire) & INSIDE != 0 {
+            if spins < CALLER_SPINS {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                thread::yield_now();
+            }
+        }
+    }
+}
+
+/// A worker's life: wait for a job, enter it if it is still open, claim parts, leave.
+fn work(shared: &Shared, me: usize) {
+    let mut seen = 0u32;
+    let mut shared_until = Instant::now();
+    while let Some(state) = wait_for_job(shared, me, seen, &mut shared_until) {
+        seen = epoch(state);
+        let Some(entered) = enter(shared, state) else {
+            continue;
+        };
+        seen = epoch(entered);
+        // SAFETY: inside an open job, which the caller published (writing `job`
+        // before its SeqCst store of the job word, acquired by our CAS) and will not
+        // overwrite nor let go out of scope before we leave.
+        let (parts, f) = unsafe {
+            let job = &*shared.job.get();
+            (job.parts, &*job.f)
+        };
+        let result = panic::catch_unwind(AssertUnwindSafe(|| claim_parts(shared, parts, f)));
+        if let Err(p) = result {
+            *shared.panic.lock().unwrap_or_else(PoisonError::into_inner) = Some(p);
+        }
+        // Release: our parts' writes happen before the caller sees us gone.
+        shared.state.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Enter the open job of `state`'s epoch or a later one; `None` once it is closed.
+/// Returns the job word as entered.
+fn enter(shared: &Shared, mut state: u64) -> Option<u64> {
+    loop {
+        if state & CLOSED != 0 {
+            return None;
+        }
+        match shared.state.0.compare_exchange_weak(
+            state,
+            state + 1,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return Some(state + 1),
+            Err(now) => state = now,
+        }
+    }
+}
+
+/// Wait until the job word's epoch differs from `seen`; `None` on shutdown.
+///
+/// The worker spins for [`SPIN`], then parks. While spinning it looks at the clock
+/// every [`SPINS_PER_CLOCK`] spins: a gap of [`DESCHEDULED`] means it was descheduled
+/// (its core is shared with another runnable thread), and for the next
+/// [`SHARED_CORE_HOLD`] (`shared_until`) it parks as soon as it is idle. On a shared
+/// core a spinning worker uses up its share of the core between jobs and is then
+/// pre-empted in the middle of a part, which the caller has to wait for; a worker that
+/// sleeps between jobs runs only when there is work and is rarely pre-empted in it.
+fn wait_for_job(shared: &Shared, me: usize, seen: u32, shared_until: &mut Instant) -> Option<u64> {
+    let mut start = Instant::now();
+    let mut last = start;
+    let mut spins = 0u32;
+    loop {
+        let state = shared.state.0.load(Ordering::Acquire);
+        if epoch(state) != seen {
+            return Some(state);
+        }
+        if shared.shutdown.load(Ordering::Relaxed) {
+            return None;
+        }
+        if start >= *shared_until {
+            std::hint::spin_loop();
+            spins = spins.wrapping_add(1);
+            if !spins.is_multiple_of(SPINS_PER_CLOCK) {
+                continue;
+            }
+            let now = Instant::now();
+            if now.duration_since(last) >= DESCHEDULED {
+                *shared_until = now + SHARED_CORE_HOLD;
+            } else if now.duration_since(start) < SPIN {
+                last = now;
+                continue;
+            }
+        }
+        let flag = &shared.sleeping[me].0;
+        flag.store(true, Ordering::SeqCst);
+        if epoch(shared.state.0.load(Ordering::SeqCst)) == seen
+            && !shared.shutdown.load(Ordering::SeqCst)
+        {
+            // Returns on unpark (or spuriously; the loop looks again).
+            thread::park();
+        }
+        flag.store(false, Ordering::Relaxed);
+        start = Instant::now();
+        last = start;
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        for t in &self.threads {
+            t.unpark();
+        }
+        for h in self.handles.drain(..) {
+            // A worker never panics outside a part (those are caught), so there is
+            // nothing to report here.
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every part runs exactly once, for part counts around the worker count, many
+    /// jobs in a row (so workers go through spinning, sleeping and waking).
+    #[test]
+    fn every_part_runs_once() {
+        for workers in 0..=3 {
+            let pool = Pool::new(workers).unwrap();
+            for parts in [0, 1, 2, 3, 31, 33, 200] {
+                for round in 0..50 {
+                    let counts: Vec<AtomicUsize> =
+                        (0..parts).map(|_| AtomicUsize::new(0)).collect();
+                    pool.run(parts, &|i| {
+                        counts[i].fetch_add(1, Ordering::Relaxed);
+                    });
+                    let got: Vec<usize> =
+                        counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+                    assert_eq!(
+                        got,
+                        vec![1; parts],
+                        "{workers} workers, {parts} parts, round {round}"
+                    );
+                    if round == 25 {
+                        // Long enough for the workers to go to sleep.
+                        thread::sleep(SPIN * 3);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Jobs from several threads at once (one runs on the pool, the others serially)
+    /// and from inside a part all complete.
+    #[test]
+    fn concurrent_and_nested_jobs_complete() {
+        let pool = Pool::new(2).unwrap();
+        let total = AtomicUsize::new(0);
+        thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        pool.run(8, &|_| {
+                            pool.run(4, &|_| {
+                                total.fetch_add(1, Ordering::Relaxed);
+                            });
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(total.into_inner(), 3 * 100 * 8 * 4);
+    }
+
+    /// A panic in a part reaches the caller, and the pool still works afterwards.
+    #[test]
+    fn a_panicking_part_panics_the_caller() {
+        let pool = Pool::new(2).unwrap();
+        for bad in [0, 7, 15] {
+            let r = panic::catch_unwind(AssertUnwindSafe(|| {
+                pool.run(16, &|i| {
+                    if i == bad {
+                        panic!("part {i} failed");
+                    }
+                });
+            }));
+            let msg = r
+                .expect_err("the panic is resumed")
+                .downcast::<String>()
+                .unwrap();
+            assert_eq!(*msg, format!("part {bad} failed"));
+        }
+        let ran = AtomicUsize::new(0);
+        pool.run(16, &|_| {
+            ran.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(ran.into_inner(), 16);
+    }
+}
