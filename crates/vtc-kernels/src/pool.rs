@@ -1,23 +1,29 @@
 //! The worker pool behind [`Threaded`](crate::Threaded): fork-join for many small jobs
 //! (a few hundred per token) on a machine that may be busy with other work.
 //!
-//! A job is `n` numbered parts and one function. The calling thread publishes it and
-//! then claims parts from a shared counter exactly as the workers do, so a job never
-//! waits for a worker to start: a worker that is asleep, or descheduled because its
-//! core is busy with another process, claims nothing and the caller runs every part.
-//! The caller waits only for the parts a worker has already claimed.
+//! A job is `n` numbered parts and one function. Each thread (the caller and every
+//! worker) has a home run of contiguous parts, which it claims from the front, in
+//! order, so it streams one contiguous piece of the weights as a static split would
+//! (its prefetches run on into its own next part). A thread out of home parts takes
+//! the others' from the back. So a job never waits for a worker to start: a worker
+//! that is asleep, or descheduled because its core is busy with another process,
+//! claims nothing and the caller runs its parts too. The caller waits only for the
+//! parts a worker has already claimed.
 //!
-//! Idle workers spin on the job word (with the CPU's pause hint) for [`SPIN`], longer
-//! than the gaps between the products of one token, and then sleep on a futex
-//! (`thread::park`). They never call `sched_yield`: on a core shared with another
-//! process a yield hands the core over for a whole time slice while the worker stays
-//! runnable, so a job published meanwhile waits for that slice to end. A worker that
-//! sleeps instead is woken by the kernel as soon as work is published.
+//! An idle worker spins on the job word (with the CPU's pause hint) for [`SPIN`],
+//! longer than the gaps between the products of one token, then yields its core for
+//! [`YIELD`] (staying runnable where it is), and then sleeps on a futex
+//! (`thread::park`), to be unparked by the next job. A worker that finds, while
+//! spinning, that it was descheduled (its core is shared with other work) skips the
+//! spinning and yielding for a while: spinning on a shared core uses up the worker's
+//! share of it between jobs, so it is then pre-empted in the middle of a part, which
+//! the caller has to wait for. These choices were measured, with a busy process pinned
+//! to one core and with one left free to move (see `docs/performance.md`).
 //!
 //! The protocol, on one 64-bit job word (`state`): the epoch (high 32 bits) counts
 //! jobs, bit 31 says the job is closed, the low 31 bits count the workers inside it.
 //! A worker enters the open job of the epoch it saw with a compare-and-swap that adds
-//! one (so it can never enter a closed job), claims parts until the counter runs out,
+//! one (so it can never enter a closed job), claims parts until none is left,
 //! and leaves by subtracting one. The caller, out of parts, closes the job and waits
 //! until no worker is inside; only then does it return (and the borrowed function
 //! go out of scope), and only then may the next job be written.
@@ -25,13 +31,17 @@
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
-/// How long an idle worker spins before it sleeps.
+/// How long an idle worker spins (longer than the gaps between the products of one
+/// token).
 const SPIN: Duration = Duration::from_micros(30);
+
+/// How long an idle worker then yields its core before it sleeps.
+const YIELD: Duration = Duration::from_millis(1);
 
 /// Spins between two looks at the clock.
 const SPINS_PER_CLOCK: u32 = 64;
@@ -60,9 +70,9 @@ fn epoch(state: u64) -> u32 {
 /// One part's work: `f(part_index)`.
 type PartFn<'a> = dyn Fn(usize) + Sync + 'a;
 
-/// The current job: its part count and function (lifetime erased, see [`Pool::run`]).
+/// The current job's function (lifetime erased, see [`Pool::run`]); its parts are in
+/// `Shared::runs`.
 struct Job {
-    parts: usize,
     f: *const PartFn<'static>,
 }
 
@@ -74,8 +84,10 @@ struct Padded<T>(T);
 struct Shared {
     /// The job word: epoch, closed bit, workers inside.
     state: Padded<AtomicU64>,
-    /// The next part to claim.
-    next: Padded<AtomicUsize>,
+    /// Per thread (the caller first, then the workers), its home run of parts not yet
+    /// claimed: `front << 32 | back`, claimed by its owner from the front and by the
+    /// others from the back.
+    runs: Vec<Padded<AtomicU64>>,
     /// The job; written only by the caller while no worker is inside a job.
     job: UnsafeCell<Job>,
     /// Per worker: it is (about to be) parked and needs an unpark.
@@ -113,11 +125,8 @@ impl Pool {
     pub(crate) fn new(workers: usize) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Padded(AtomicU64::new(0)),
-            next: Padded(AtomicUsize::new(0)),
-            job: UnsafeCell::new(Job {
-                parts: 0,
-                f: &|_| {},
-            }),
+            runs: (0..=workers).map(|_| Padded(AtomicU64::new(0))).collect(),
+            job: UnsafeCell::new(Job { f: &|_| {} }),
             sleeping: (0..workers)
                 .map(|_| Padded(AtomicBool::new(false)))
                 .collect(),
@@ -165,9 +174,15 @@ impl Pool {
         // previous job was closed with no worker inside (see `Close`): no worker reads
         // `job` until it enters the job published below.
         unsafe {
-            *shared.job.get() = Job { parts, f: f_static };
+            *shared.job.get() = Job { f: f_static };
         }
-        shared.next.0.store(0, Ordering::Relaxed);
+        let total = u32::try_from(parts).expect("a job has fewer than 2^32 parts");
+        let threads = shared.runs.len() as u64;
+        for (t, run) in (0u64..).zip(&shared.runs) {
+            let front = u64::from(total) * t / threads;
+            let back = u64::from(total) * (t + 1) / threads;
+            run.0.store(front << 32 | back, Ordering::Relaxed);
+        }
         let old = shared.state.0.load(Ordering::Relaxed);
         let open = u64::from(epoch(old).wrapping_add(1)) << 32;
         // SeqCst, paired with the sleepers' SeqCst flag store and state load: either a
@@ -180,7 +195,7 @@ impl Pool {
             }
         }
         let close = Close(shared);
-        claim_parts(shared, parts, f);
+        claim_parts(shared, 0, f);
         drop(close);
         let worker_panic = shared
             .panic
@@ -193,14 +208,39 @@ impl Pool {
     }
 }
 
-/// Claim parts of the current job until none is left, running each.
-fn claim_parts(shared: &Shared, parts: usize, f: &PartFn<'_>) {
-    loop {
-        let i = shared.next.0.fetch_add(1, Ordering::Relaxed);
-        if i >= parts {
-            return;
-        }
+/// Claim parts of the current job until none is left, running each: thread `me`'s
+/// home run from the front, then every other run from the back.
+fn claim_parts(shared: &Shared, me: usize, f: &PartFn<'_>) {
+    let runs = &shared.runs;
+    while let Some(i) = claim(&runs[me].0, true) {
         f(i);
+    }
+    for k in 1..runs.len() {
+        let run = &runs[(me + k) % runs.len()].0;
+        while let Some(i) = claim(run, false) {
+            f(i);
+        }
+    }
+}
+
+/// Claim the first (`front`) or the last part left in `run`, if any.
+fn claim(run: &AtomicU64, front: bool) -> Option<usize> {
+    let mut now = run.load(Ordering::Relaxed);
+    loop {
+        let (first, end) = (now >> 32, now & u64::from(u32::MAX));
+        if first >= end {
+            return None;
+        }
+        let (next, part) = if front {
+            (now + (1 << 32), first)
+        } else {
+            (now - 1, end - 1)
+        };
+        match run.compare_exchange_weak(now, next, Ordering::Relaxed, Ordering::Relaxed) {
+            // Below 2^32 (`run` was set from a `u32` part count).
+            Ok(_) => return Some(part as usize),
+            Err(seen) => now = seen,
+        }
     }
 }
 
@@ -239,11 +279,8 @@ fn work(shared: &Shared, me: usize) {
         // SAFETY: inside an open job, which the caller published (writing `job`
         // before its SeqCst store of the job word, acquired by our CAS) and will not
         // overwrite nor let go out of scope before we leave.
-        let (parts, f) = unsafe {
-            let job = &*shared.job.get();
-            (job.parts, &*job.f)
-        };
-        let result = panic::catch_unwind(AssertUnwindSafe(|| claim_parts(shared, parts, f)));
+        let f = unsafe { &*(*shared.job.get()).f };
+        let result = panic::catch_unwind(AssertUnwindSafe(|| claim_parts(shared, me + 1, f)));
         if let Err(p) = result {
             *shared.panic.lock().unwrap_or_else(PoisonError::into_inner) = Some(p);
         }
@@ -273,13 +310,10 @@ fn enter(shared: &Shared, mut state: u64) -> Option<u64> {
 
 /// Wait until the job word's epoch differs from `seen`; `None` on shutdown.
 ///
-/// The worker spins for [`SPIN`], then parks. While spinning it looks at the clock
-/// every [`SPINS_PER_CLOCK`] spins: a gap of [`DESCHEDULED`] means it was descheduled
-/// (its core is shared with another runnable thread), and for the next
-/// [`SHARED_CORE_HOLD`] (`shared_until`) it parks as soon as it is idle. On a shared
-/// core a spinning worker uses up its share of the core between jobs and is then
-/// pre-empted in the middle of a part, which the caller has to wait for; a worker that
-/// sleeps between jobs runs only when there is work and is rarely pre-empted in it.
+/// The worker spins for [`SPIN`], yields for [`YIELD`], then parks. While spinning it
+/// looks at the clock every [`SPINS_PER_CLOCK`] spins: a gap of [`DESCHEDULED`] means
+/// it was descheduled (its core is shared with another runnable thread), and for the
+/// next [`SHARED_CORE_HOLD`] (`shared_until`) it parks as soon as it is idle.
 fn wait_for_job(shared: &Shared, me: usize, seen: u32, shared_until: &mut Instant) -> Option<u64> {
     let mut start = Instant::now();
     let mut last = start;
@@ -303,6 +337,13 @@ fn wait_for_job(shared: &Shared, me: usize, seen: u32, shared_until: &mut Instan
                 *shared_until = now + SHARED_CORE_HOLD;
             } else if now.duration_since(start) < SPIN {
                 last = now;
+                continue;
+            } else if now.duration_since(start) < SPIN + YIELD {
+                // Runnable, but letting other threads have the core. (A sleeping worker
+                // is woken onto a busy CPU when none is idle, often the caller's,
+                // where it only takes turns with the caller.)
+                thread::yield_now();
+                last = Instant::now();
                 continue;
             }
         }
@@ -337,6 +378,7 @@ impl Drop for Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
 
     /// Every part runs exactly once, for part counts around the worker count, many
     /// jobs in a row (so workers go through spinning, sleeping and waking).

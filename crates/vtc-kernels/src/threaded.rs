@@ -1,13 +1,13 @@
 //! Multi-threaded matrix products over any backend.
 //!
 //! [`Threaded`] wraps a [`Backend`] and a persistent pool of `threads - 1` workers
-//! (built once; the calling thread is the last one). Each matrix-vector product's
-//! row tiles are cut into contiguous runs ([`Matrix::tiles`]), a few per thread, which
-//! the threads claim one at a time and compute with the wrapped backend; a batched
-//! product ([`Backend::matmul`]) is cut by inputs instead, so each part reads every
-//! weight once for its share of the batch. Every output is computed by the same kernel
-//! from the same data whatever the split and whoever claims it, so the results are
-//! bit-identical for any thread count. Independent chunks of work
+//! plus the calling thread (built once). Each matrix-vector product's row tiles are
+//! cut into contiguous runs ([`Matrix::tiles`]), a few per thread, which the threads
+//! claim (each its own contiguous share first, in order) and compute with the wrapped
+//! backend; a batched product ([`Backend::matmul`]) is cut by inputs instead, so each
+//! part reads every weight once for its share of the batch. Every output is computed
+//! by the same kernel from the same data whatever the split and whoever claims it, so
+//! the results are bit-identical for any thread count. Independent chunks of work
 //! ([`Backend::for_each_chunk`], the attention heads) are cut into contiguous runs the
 //! same way. The other operations are small and run on the calling thread.
 //!
@@ -238,8 +238,8 @@ impl<B: Backend> Backend for Threaded<B> {
         });
     }
 
-    /// The chunks cut into [`PARTS_PER_THREAD`] contiguous runs per thread (one for a
-    /// buffer under [`MIN_PARALLEL_CHUNK_FLOATS`]), split like the inputs of a batch.
+    /// The chunks cut into a few contiguous runs per thread (one run for a buffer under
+    /// 2048 floats), split like the inputs of a batch.
     fn for_each_chunk(
         &self,
         buf: &mut [f32],
