@@ -54,6 +54,10 @@ fn prefetch_block(qb: *const u8, len: usize) {
 
 /// Exact dot products of 4 unsigned bytes with 4 signed bytes per i32 lane.
 trait Dot: Copy {
+    /// Whether the products read their inputs pre-broadcast ([`Wide`], expanded once
+    /// per product call) instead of broadcasting 4 bytes per group and tile.
+    const WIDE: bool;
+
     /// `acc + dot(a, b)` per lane, for `|a| <= 128`, `|b| <= 127`.
     ///
     /// # Safety
@@ -78,6 +82,10 @@ trait Dot: Copy {
 struct Madd;
 
 impl Dot for Madd {
+    // AVX2 has no broadcasting memory operand: a `vpbroadcastd` per group and tile,
+    // against one aligned load that `maddubs` takes as its operand.
+    const WIDE: bool = true;
+
     #[inline(always)]
     unsafe fn dot_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         // SAFETY: AVX2 (the caller's contract). No i16 saturation: |a| <= 128 and
@@ -115,6 +123,9 @@ impl Dot for Madd {
 struct Vnni;
 
 impl Dot for Vnni {
+    // `vpdpbusd` broadcasts its 4-byte memory operand itself (`{1to8}`).
+    const WIDE: bool = false;
+
     #[inline(always)]
     unsafe fn dot_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
         // SAFETY: AVX-512 VNNI + VL (the caller's contract).
@@ -186,21 +197,89 @@ unsafe fn unpack_block(qb: *const u8) -> ([__m256i; G4], [__m256i; G4]) {
     }
 }
 
-/// The input block at `xp` as the 4-bit groups need it: elements `4g..4g + 4`
-/// (multiplying the low nibbles of group `g`) and `16 + 4g..` (the high nibbles),
-/// each broadcast to every lane.
+/// Groups of 4 input bytes per block.
+const GX: usize = BLOCK / LANE;
+
+/// One group of 4 input bytes in every 32-bit lane: the broadcast form of the input
+/// that [`Madd`] reads, 8 times the size of the int8 input.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
+struct Wide([i32; R]);
+
+std::thread_local! {
+    /// This thread's buffer for the broadcast form of a product's inputs: grown on
+    /// demand and never shrunk, so a thread allocates only for its largest product.
+    static SCRATCH: core::cell::Cell<Vec<Wide>> = const { core::cell::Cell::new(Vec::new()) };
+}
+
+/// The broadcast form of the inputs `xs` (each of `cols` elements), one after
+/// another, `cols / 4` groups each: group `k` of an input holds its bytes `4k..4k + 4`
+/// in every lane. Taken from this thread's scratch (give it back with
+/// [`give_back`]); empty when `D` does not read it or `KIND` is Q8_0 (whose
+/// products broadcast their inputs: measured no faster from the broadcast form).
 ///
 /// # Safety
-/// AVX2; `xp` readable for 32 bytes.
+/// AVX2; every input of `xs` has `cols` elements.
 #[inline(always)]
-unsafe fn nibble_inputs(xp: *const i8) -> ([__m256i; G4], [__m256i; G4]) {
-    // SAFETY: every offset read is below 32 (caller's contract); AVX2 (caller).
+unsafe fn widen<D: Dot, const KIND: u32>(xs: &[Q8Vec], cols: usize) -> Vec<Wide> {
+    let mut wide = SCRATCH.take();
+    if D::WIDE && KIND != DType::Q8_0 as u32 {
+        let n = xs.len() * (cols / LANE);
+        if wide.len() < n {
+            wide.resize(n, Wide::default());
+        }
+        for (w, x) in wide.chunks_exact_mut(cols / LANE).zip(xs) {
+            for (o, q) in w.iter_mut().zip(x.qs.chunks_exact(LANE)) {
+                // SAFETY: AVX2 (caller); `q` holds 4 bytes; `o` is 32 bytes, aligned
+                // to 32 (`Wide`).
+                unsafe { _mm256_store_si256((o as *mut Wide).cast(), broadcast4(q.as_ptr())) }
+            }
+        }
+    }
+    wide
+}
+
+/// Return the scratch that [`widen`] took, for the next product of this thread.
+#[inline(always)]
+fn give_back(wide: Vec<Wide>) {
+    SCRATCH.set(wide);
+}
+
+/// Input group `g < 8` (elements `4g..4g + 4`) of block `b` of `x`, in every lane:
+/// from the broadcast form `wide` of `x` (see [`widen`]) when `D` reads it, else
+/// broadcast from `x` itself.
+///
+/// # Safety
+/// AVX2; `b` a block of `x`; if `D::WIDE`, `wide` points at the broadcast form of `x`.
+#[inline(always)]
+unsafe fn input_group<D: Dot>(x: &Q8Vec, wide: *const Wide, b: usize, g: usize) -> __m256i {
+    // SAFETY: group `GX b + g` of the broadcast form, or bytes `32 b + 4 g..` of `x`,
+    // inside `x` (caller's contract); AVX2 (caller).
     unsafe {
-        let at = |k: usize| broadcast4(xp.add(k));
-        (
-            [at(0), at(4), at(8), at(12)],
-            [at(16), at(20), at(24), at(28)],
-        )
+        if D::WIDE {
+            _mm256_load_si256(wide.add(b * GX + g).cast())
+        } else {
+            broadcast4(x.qs.as_ptr().add(b * BLOCK + LANE * g))
+        }
+    }
+}
+
+/// Input block `b` of `x` as the 4-bit groups need it: elements `4g..4g + 4`
+/// (multiplying the low nibbles of group `g`) and `16 + 4g..` (the high nibbles),
+/// each in every lane (see [`input_group`]).
+///
+/// # Safety
+/// As [`input_group`].
+#[inline(always)]
+unsafe fn nibble_inputs<D: Dot>(
+    x: &Q8Vec,
+    wide: *const Wide,
+    b: usize,
+) -> ([__m256i; G4], [__m256i; G4]) {
+    // SAFETY: groups `0..8` of block `b` (caller's contract).
+    unsafe {
+        let at = |g: usize| input_group::<D>(x, wide, b, g);
+        ([at(0), at(1), at(2), at(3)], [at(4), at(5), at(6), at(7)])
     }
 }
 
@@ -214,6 +293,9 @@ unsafe fn nibble_inputs(xp: *const i8) -> ([__m256i; G4], [__m256i; G4]) {
 unsafe fn matvec8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut [f32]) {
     let (q, g) = (&a.q, &a.g);
     debug_assert_eq!(g.tile_rows, R);
+    let xs = core::slice::from_ref(x);
+    // SAFETY: AVX2 (caller); `x` has `g.cols` elements (`quant::check`).
+    let wide = unsafe { widen::<D, KIND>(xs, g.cols) };
     for (t, yt) in y.chunks_mut(R).enumerate() {
         // SAFETY: tile `t < n_tiles` (y has rows <= n_tiles * 8 entries) lies inside
         // the quant and scale slices (`Matrix::new` checked their lengths); `x` has
@@ -221,12 +303,13 @@ unsafe fn matvec8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut
         unsafe {
             let qt = q.quants.as_ptr().add(t * g.tile_quant_bytes());
             let st = q.scales.as_ptr().add(t * g.tile_scales()).cast::<u16>();
-            let [acc] = tile_batch::<D, KIND, 1>(g, qt, st, core::slice::from_ref(x));
+            let [acc] = tile_batch::<D, KIND, 1>(g, qt, st, xs, wide.as_ptr());
             let mut out = [0.0f32; R];
             _mm256_storeu_ps(out.as_mut_ptr(), acc);
             yt.copy_from_slice(&out[..yt.len()]);
         }
     }
+    give_back(wide);
 }
 
 /// The f32 scales `d_w` (and mins `m_w` for Q4_1, else zeros) of one block of an 8-row
@@ -282,19 +365,26 @@ const TB: usize = 4;
 ///
 /// # Safety
 /// AVX2, FMA, F16C and whatever `D` needs; `qt` and `st` point at a whole tile of the
-/// geometry `g` (8 rows); `xs.len() == T`, each of `g.cols` elements.
+/// geometry `g` (8 rows); `xs.len() == T`, each of `g.cols` elements; if `D::WIDE`
+/// and `KIND` is 4-bit, `wide` points at their broadcast forms, one after another
+/// (see [`widen`]).
 #[inline(always)]
 unsafe fn tile_batch<D: Dot, const KIND: u32, const T: usize>(
     g: &BlockGeometry,
     qt: *const u8,
     st: *const u16,
     xs: &[Q8Vec],
+    wide: *const Wide,
 ) -> [__m256; T] {
     let (nb, bb, f) = (g.blocks_per_row(), g.block_bytes(), g.fields());
     debug_assert_eq!(xs.len(), T);
+    // Input `j`'s broadcast form (computed only when `D` reads it).
+    let wide_of = |j: usize| wide.wrapping_add(j * nb * GX);
     // SAFETY: block `b < nb` of the tile is `R * bb` quant bytes at `b * R * bb` and
     // `R * f` scales at `b * f * R` (the caller's tile); block `b` of every input is 32
-    // bytes at `32 b` (each has `g.cols = 32 nb` elements). Features: the caller's.
+    // bytes at `32 b` (each has `g.cols = 32 nb` elements), and its broadcast form
+    // (read for 4-bit kinds only) groups `8 b..8 b + 8` of the `nb * 8` at
+    // `wide_of(j)`. Features: the caller's.
     unsafe {
         let mut acc = [_mm256_setzero_ps(); T];
         for b in 0..nb {
@@ -311,10 +401,9 @@ unsafe fn tile_batch<D: Dot, const KIND: u32, const T: usize>(
                     aw[g] = _mm256_sign_epi8(w[g], w[g]);
                 }
                 for j in 0..T {
-                    let xp = xs[j].qs.as_ptr().add(b * BLOCK);
                     let mut isum = _mm256_setzero_si256();
                     for g in 0..G8 {
-                        let xg = broadcast4(xp.add(LANE * g));
+                        let xg = broadcast4(xs[j].qs.as_ptr().add(b * BLOCK + LANE * g));
                         isum = D::dot_acc(isum, aw[g], _mm256_sign_epi8(xg, w[g]));
                     }
                     acc[j] = accumulate::<KIND>(acc[j], isum, dw, mw, &xs[j], b);
@@ -322,7 +411,7 @@ unsafe fn tile_batch<D: Dot, const KIND: u32, const T: usize>(
             } else {
                 let (lo, hi) = unpack_block(qb);
                 for j in 0..T {
-                    let (xa, xb) = nibble_inputs(xs[j].qs.as_ptr().add(b * BLOCK));
+                    let (xa, xb) = nibble_inputs::<D>(&xs[j], wide_of(j), b);
                     let mut isum = D::nibbles(&lo, &hi, &xa, &xb);
                     if KIND == DType::Q4_0 as u32 {
                         isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * xs[j].sum[b]));
@@ -345,6 +434,8 @@ unsafe fn tile_batch<D: Dot, const KIND: u32, const T: usize>(
 unsafe fn matmul8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, xs: &[Q8Vec], y: &mut [f32]) {
     let (q, g) = (&a.q, &a.g);
     let m = g.rows;
+    // SAFETY: AVX2 (caller); every input has `g.cols` elements (`check_batch`).
+    let wide = unsafe { widen::<D, KIND>(xs, g.cols) };
     for t in 0..g.n_tiles() {
         let here = R.min(m - t * R);
         // SAFETY: tile `t < n_tiles` lies inside the quant and scale slices
@@ -359,15 +450,17 @@ unsafe fn matmul8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, xs: &[Q8Vec], y: &
         while i < xs.len() {
             let n = TB.min(xs.len() - i);
             let group = &xs[i..i + n];
+            let gw = wide.as_ptr().wrapping_add(i * (g.cols / LANE));
             let mut out = [[0.0f32; R]; TB];
             // SAFETY: the caller's features; the tile and `group` (of `n` inputs) as
-            // `tile_batch` needs them.
+            // `tile_batch` needs them, their broadcast forms (when read) from input `i`
+            // on in `wide`.
             unsafe {
                 let acc: &[__m256] = match n {
-                    4 => &tile_batch::<D, KIND, 4>(g, qt, st, group),
-                    3 => &tile_batch::<D, KIND, 3>(g, qt, st, group),
-                    2 => &tile_batch::<D, KIND, 2>(g, qt, st, group),
-                    _ => &tile_batch::<D, KIND, 1>(g, qt, st, group),
+                    4 => &tile_batch::<D, KIND, 4>(g, qt, st, group, gw),
+                    3 => &tile_batch::<D, KIND, 3>(g, qt, st, group, gw),
+                    2 => &tile_batch::<D, KIND, 2>(g, qt, st, group, gw),
+                    _ => &tile_batch::<D, KIND, 1>(g, qt, st, group, gw),
                 };
                 for (o, v) in out.iter_mut().zip(acc) {
                     _mm256_storeu_ps(o.as_mut_ptr(), *v);
@@ -380,6 +473,7 @@ unsafe fn matmul8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, xs: &[Q8Vec], y: &
             i += n;
         }
     }
+    give_back(wide);
 }
 
 /// Dispatch a batched product on the dtype and tile size.
