@@ -401,8 +401,8 @@ mod tests {
                         "{workers} workers, {parts} parts, round {round}"
                     );
                     if round == 25 {
-                        // Long enough for the workers to go to sleep.
-                        thread::sleep(SPIN * 3);
+                        // Long enough for the workers to spin, yield and go to sleep.
+                        thread::sleep((SPIN + YIELD) * 2);
                     }
                 }
             }
