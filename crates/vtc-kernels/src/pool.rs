@@ -70,12 +70,6 @@ fn epoch(state: u64) -> u32 {
 /// One part's work: `f(part_index)`.
 type PartFn<'a> = dyn Fn(usize) + Sync + 'a;
 
-/// The current job's function (lifetime erased, see [`Pool::run`]); its parts are in
-/// `Shared::runs`.
-struct Job {
-    f: *const PartFn<'static>,
-}
-
 /// A value alone in its cache lines (two, for the adjacent-line prefetcher), so the
 /// caller's and the workers' writes to different words do not contend.
 #[repr(align(128))]
@@ -88,8 +82,9 @@ struct Shared {
     /// claimed: `front << 32 | back`, claimed by its owner from the front and by the
     /// others from the back.
     runs: Vec<Padded<AtomicU64>>,
-    /// The job; written only by the caller while no worker is inside a job.
-    job: UnsafeCell<Job>,
+    /// The current job's function (lifetime erased, see [`Pool::run`]; its parts are
+    /// in `runs`); written only by the caller while no worker is inside a job.
+    job: UnsafeCell<*const PartFn<'static>>,
     /// Per worker: it is (about to be) parked and needs an unpark.
     sleeping: Vec<Padded<AtomicBool>>,
     shutdown: AtomicBool,
@@ -102,7 +97,7 @@ struct Shared {
 // its inside-count seen at zero), and read by a worker only between entering an open
 // job (an acquire CAS on `state`, which the caller published with a SeqCst store after
 // writing `job`) and leaving it; the caller does not write `job` again before every
-// worker has left. The function behind `job.f` is `Sync`, so calling it from the
+// worker has left. The function behind `job` is `Sync`, so calling it from the
 // workers is sound.
 unsafe impl Sync for Shared {}
 // SAFETY: `Shared` is only ever shared (in an `Arc`); the raw pointer in `job` points
@@ -126,7 +121,7 @@ impl Pool {
         let shared = Arc::new(Shared {
             state: Padded(AtomicU64::new(0)),
             runs: (0..=workers).map(|_| Padded(AtomicU64::new(0))).collect(),
-            job: UnsafeCell::new(Job { f: &|_| {} }),
+            job: UnsafeCell::new(&|_| {}),
             sleeping: (0..workers)
                 .map(|_| Padded(AtomicBool::new(false)))
                 .collect(),
@@ -174,7 +169,7 @@ impl Pool {
         // previous job was closed with no worker inside (see `Close`): no worker reads
         // `job` until it enters the job published below.
         unsafe {
-            *shared.job.get() = Job { f: f_static };
+            *shared.job.get() = f_static;
         }
         let total = u32::try_from(parts).expect("a job has fewer than 2^32 parts");
         let threads = shared.runs.len() as u64;
@@ -279,7 +274,7 @@ fn work(shared: &Shared, me: usize) {
         // SAFETY: inside an open job, which the caller published (writing `job`
         // before its SeqCst store of the job word, acquired by our CAS) and will not
         // overwrite nor let go out of scope before we leave.
-        let f = unsafe { &*(*shared.job.get()).f };
+        let f = unsafe { &**shared.job.get() };
         let result = panic::catch_unwind(AssertUnwindSafe(|| claim_parts(shared, me + 1, f)));
         if let Err(p) = result {
             *shared.panic.lock().unwrap_or_else(PoisonError::into_inner) = Some(p);

@@ -169,17 +169,8 @@ impl<B: Backend> Threaded<B> {
         let mut rest = y;
         let mut start = 0;
         for (p, slot) in slots.iter_mut().enumerate().take(parts) {
-            let end = if p + 1 == parts {
-                n
-            } else {
-                n * (p + 1) / parts
-            };
-            let len = if p + 1 == parts {
-                rest.len()
-            } else {
-                (end - start) * m
-            };
-            let (mine, more) = std::mem::take(&mut rest).split_at_mut(len);
+            let end = n * (p + 1) / parts;
+            let (mine, more) = std::mem::take(&mut rest).split_at_mut((end - start) * m);
             *slot.get_mut().unwrap_or_else(PoisonError::into_inner) = Some((start..end, mine));
             rest = more;
             start = end;
