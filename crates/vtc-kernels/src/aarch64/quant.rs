@@ -258,13 +258,13 @@ unsafe fn matvec8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut
                 let sb = st.add(b * f * R);
                 let dx = vdupq_n_f32(x.d[b]);
                 for h in 0..2 {
+                    // `vfmaq_f32(a, b, c)` is `a + b * c` rounded once.
                     let dw = load_f16x4(sb.add(4 * h));
-                    let mut term = vmulq_f32(vcvtq_f32_s32(isum[h]), vmulq_f32(dw, dx));
+                    acc[h] = vfmaq_f32(acc[h], vcvtq_f32_s32(isum[h]), vmulq_f32(dw, dx));
                     if KIND == DType::Q4_1 as u32 {
                         let mw = load_f16x4(sb.add(R + 4 * h));
-                        term = vaddq_f32(term, vmulq_f32(mw, vdupq_n_f32(x.s[b])));
+                        acc[h] = vfmaq_f32(acc[h], mw, vdupq_n_f32(x.s[b]));
                     }
-                    acc[h] = vaddq_f32(acc[h], term);
                 }
             }
             let mut out = [0.0f32; R];

@@ -331,11 +331,11 @@ unsafe fn scales<const KIND: u32>(sb: *const u16) -> (__m256, __m256) {
     }
 }
 
-/// The canonical float part of block `b` for 8 rows (one per lane): `acc + t` with
-/// `t = isum * (d_w * d) (+ m_w * s for Q4_1)`, each operation rounded.
+/// The canonical float part of block `b` for 8 rows (one per lane): `acc` becomes
+/// `fma(isum, d_w * d, acc)`, then for Q4_1 `fma(m_w, s, acc)`.
 ///
 /// # Safety
-/// AVX2; `b` a block of `x`.
+/// AVX2 and FMA; `b` a block of `x`.
 #[inline(always)]
 unsafe fn accumulate<const KIND: u32>(
     acc: __m256,
@@ -345,14 +345,15 @@ unsafe fn accumulate<const KIND: u32>(
     x: &Q8Vec,
     b: usize,
 ) -> __m256 {
-    // SAFETY: AVX2 (caller).
+    // SAFETY: AVX2 and FMA (caller).
     unsafe {
         let scale = _mm256_mul_ps(dw, _mm256_set1_ps(x.d[b]));
-        let mut term = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), scale);
+        let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
         if KIND == DType::Q4_1 as u32 {
-            term = _mm256_add_ps(term, _mm256_mul_ps(mw, _mm256_set1_ps(x.s[b])));
+            _mm256_fmadd_ps(mw, _mm256_set1_ps(x.s[b]), acc)
+        } else {
+            acc
         }
-        _mm256_add_ps(acc, term)
     }
 }
 
