@@ -30,8 +30,9 @@
 //! AVX-512, NEON with or without SDOT) returns the same bits; a SIMD backend computes
 //! several rows in the lanes of one vector, never reordering a row's own operations.
 //! The fused form is the one every target of these kernels has in hardware (FMA3,
-//! AVX-512, AArch64 `fmla`), and it saves two of a block's five float operations per
-//! row, the part of the 4-bit product that is not integer work; the scalar backend
+//! AVX-512, AArch64 `fmla`), and it takes a block's float part per row from five
+//! rounded operations to three for Q4_1 (from three to two for Q8_0 and Q4_0): that
+//! part competes with the integer work for the same vector pipes. The scalar backend
 //! gets it from `f32::mul_add`. Non-finite inputs give unspecified (but memory-safe)
 //! results.
 

@@ -58,8 +58,9 @@ impl QMat {
 }
 
 /// The canonical rounding of a row stays within this of the f64 value of the same
-/// formula: per block 3 roundings (scale product, term, and the `m` term for Q4_1),
-/// then `nb` additions, relative to the magnitude sum (plus the `m * s` parts).
+/// formula: per block at most 3 roundings (the scale product, the fused multiply-add
+/// of the term and, for Q4_1, the one of the `m * s` term) over `nb` blocks, relative
+/// to the magnitude sum (plus the `m * s` parts).
 fn bound(nb: usize, mag: f64) -> f64 {
     common::gamma(nb + 4) * mag * 2.0 + 1e-30
 }

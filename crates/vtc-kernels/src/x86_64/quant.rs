@@ -35,7 +35,7 @@ const G4: usize = 16 / LANE;
 const G8: usize = 32 / LANE;
 
 /// How far ahead of the block-tile in use the quant stream is prefetched: 3 KiB (24
-/// block-tiles of 4-bit quants, 12 of Q8_0). Measured from 0.75 to 6 KiB, and
+/// block-tiles of 4-bit quants, 12 of Q8_0). Measured from 1 to 6 KiB, and
 /// against `T1` and `NTA` hints, with the variants interleaved in one process on
 /// matrices streamed from DRAM: 3 KiB was 2-4% faster than the 1 KiB (4-bit) and
 /// 2 KiB (Q8_0) used before, and longer distances were no better.
