@@ -230,7 +230,7 @@ impl<B: Backend> Backend for Threaded<B> {
     }
 
     /// The chunks cut into a few contiguous runs per thread (one run for a buffer under
-    /// 2048 floats), split like the inputs of a batch.
+    /// `MIN_PARALLEL_CHUNK_FLOATS`), split like the inputs of a batch.
     fn for_each_chunk(
         &self,
         buf: &mut [f32],

@@ -125,7 +125,15 @@ fn quantize_rounds_ties_to_even_and_handles_zero_and_tiny_blocks() {
 fn matvec_q8_is_bit_identical_everywhere_and_right() {
     let mut rng = Rng(12);
     for dtype in QTYPES {
-        for &(rows, cols) in &[(1, 32), (8, 64), (9, 96), (33, 576), (64, 1536), (0, 64)] {
+        for &(rows, cols) in &[
+            (1, 32),
+            (8, 64),
+            (9, 96),
+            (33, 576),
+            (64, 1536),
+            (0, 64),
+            (9, 0),
+        ] {
             for tile_rows in [8, 4, 1, 3] {
                 let m = QMat::random(dtype, rows, cols, tile_rows, &mut rng, Dist::Unit);
                 let xs = rng.vec(cols, Dist::Wide);
@@ -169,7 +177,7 @@ fn matvec_q8_is_bit_identical_everywhere_and_right() {
 fn matmul_q8_rows_are_matvec_q8_bit_for_bit() {
     let mut rng = Rng(13);
     for dtype in QTYPES {
-        for &(rows, cols) in &[(1, 32), (9, 96), (33, 576), (64, 1536), (0, 64)] {
+        for &(rows, cols) in &[(1, 32), (9, 96), (33, 576), (64, 1536), (0, 64), (9, 0)] {
             for tile_rows in [8, 4, 3] {
                 let m = QMat::random(dtype, rows, cols, tile_rows, &mut rng, Dist::Unit);
                 let mat = m.matrix();

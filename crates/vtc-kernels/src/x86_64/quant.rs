@@ -228,12 +228,16 @@ std::thread_local! {
 unsafe fn widen<D: Dot, const KIND: u32>(xs: &[Q8Vec], cols: usize) -> Vec<Wide> {
     let mut wide = SCRATCH.take();
     if D::WIDE && KIND != DType::Q8_0 as u32 {
-        let n = xs.len() * (cols / LANE);
-        if wide.len() < n {
-            wide.resize(n, Wide::default());
+        let per = cols / LANE;
+        if wide.len() < xs.len() * per {
+            wide.resize(xs.len() * per, Wide::default());
         }
-        for (w, x) in wide.chunks_exact_mut(cols / LANE).zip(xs) {
-            for (o, q) in w.iter_mut().zip(x.qs.chunks_exact(LANE)) {
+        // (Indexed, not `chunks_exact_mut(per)`: `per` is 0 for a matrix of 0 columns.)
+        for (j, x) in xs.iter().enumerate() {
+            for (o, q) in wide[j * per..(j + 1) * per]
+                .iter_mut()
+                .zip(x.qs.chunks_exact(LANE))
+            {
                 // SAFETY: AVX2 (caller); `q` holds 4 bytes; `o` is 32 bytes, aligned
                 // to 32 (`Wide`).
                 unsafe { _mm256_store_si256((o as *mut Wide).cast(), broadcast4(q.as_ptr())) }
