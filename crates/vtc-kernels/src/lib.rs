@@ -10,37 +10,32 @@
 //!
 //! | name | type | where | lanes |
 //! |---|---|---|---|
-//! | `scalar` | [`Scalar`] | everywhere | 8 interleaved partial sums |
+//! | `scalar` | [`Scalar`] | everywhere | 4 (plain-Rust arrays) |
 //! | `avx2` | [`arch::x86_64::Avx2`] | x86-64 with AVX2, FMA, F16C (run-time check) | 8 |
 //! | `avx512` | [`arch::x86_64::Avx512`] | x86-64 with AVX-512F (run-time check) | 16 |
 //! | `neon` | `arch::aarch64::Neon` | every aarch64 build (compile time) | 4 |
 //!
-//! The SIMD backends are one generic body per kernel over a small SIMD trait,
-//! instantiated per ISA inside `#[target_feature]` trampolines (the `pulp` pattern).
+//! Every backend is one generic body per kernel over a small SIMD trait, instantiated
+//! per ISA inside `#[target_feature]` trampolines (the `pulp` pattern); [`Scalar`] is
+//! the same body over plain-Rust 4-lane arrays.
 //!
 //! # Reduction order and determinism
 //!
 //! Reduction order is part of each kernel's contract, so results never depend on how
-//! rows are split across threads ([`Matrix::tiles`]) and every backend is bit-identical
-//! run to run:
+//! rows are split across threads ([`Matrix::tiles`]), and every backend, [`Scalar`]
+//! included, follows one *canonical order* whatever its width: [`LANES`] = 16 partial
+//! sums (element `i` into partial `i % 16`) each updated by a fused multiply-add,
+//! combined by halving (`p[l] + p[l + 8]`, then `+4`, `+2`, `+1`); one fixed `exp`
+//! polynomial; the same plain operations in the same order for the element-wise
+//! kernels. So `scalar`, `avx2`, `avx512` and `neon` give the same bits as each other
+//! for every kernel, on any machine, and a whole model gives the same logits and the
+//! same greedy tokens on every backend and at every thread count.
 //!
-//! - [`Scalar`] accumulates dot products in [`LANES`] interleaved partial sums (element
-//!   `i` goes to lane `i % LANES`, per 128-byte chunk for matrices), multiply then add,
-//!   combined by [`hsum`].
-//! - The SIMD backends all follow one *canonical order*, whatever their width: 16
-//!   partial sums (element `i` into partial `i % 16`) each updated by a fused
-//!   multiply-add, combined by halving (`p[l] + p[l + 8]`, then `+4`, `+2`, `+1`); one
-//!   fixed `exp` polynomial; element-wise kernels with Scalar's own operations. So
-//!   `avx2`, `avx512` and `neon` give the same bits as each other, on any machine.
-//!
-//! SIMD and scalar results differ only by rounding. For an `n`-term dot product (matvec
-//! row, attention score) each stays within `γ(k) Σ|w_i x_i|` of the exact value, with
-//! `γ(k) = k u / (1 - k u)`, `u = 2^-24`, and `k = ceil(n / 8) + 4` for Scalar,
-//! `k = ceil(n / 16) + 4` for SIMD (so they differ by at most the sum of the two);
-//! attention values: `γ(n + 1) Σ_t |p_t v_t|` for both. `add` and `rope` are
-//! bit-identical to Scalar; rmsnorm differs only through its sum of squares, softmax
-//! and swiglu through their sums and `exp` (SIMD: under 1 ulp measured, 2 ulp tested on
-//! normal results; libm: under 1 ulp).
+//! Against the exact value, an `n`-term dot product (matvec row, attention score)
+//! stays within `γ(k) Σ|w_i x_i|`, with `γ(k) = k u / (1 - k u)`, `u = 2^-24` and
+//! `k = ceil(n / 16) + 4`; attention values within `γ(n + 1) Σ_t |p_t v_t|`; `exp`
+//! within 2 ulp on normal results (`tests/reference.rs` checks every bound against a
+//! naive `f64` reference).
 //!
 //! # Quantized products
 //!
@@ -63,15 +58,15 @@ mod threaded;
 
 pub use matrix::{Geometry, Matrix, QuantSlice, WeightSlice};
 pub use quant::Q8Vec;
-pub use scalar::{Scalar, hsum};
+pub use scalar::Scalar;
 pub use threaded::Threaded;
 pub use tvl_format::RopeStyle;
 
 use std::sync::OnceLock;
 
-/// Number of interleaved partial sums in every dot product of [`Scalar`] (the SIMD
-/// backends use 16; see the crate docs).
-pub const LANES: usize = 8;
+/// Number of interleaved partial sums in every dot product, on every backend (the
+/// canonical order of the crate docs).
+pub const LANES: usize = simd::PARTIALS;
 
 /// Errors of matrix construction and backend selection.
 #[derive(Debug, thiserror::Error)]

@@ -1,178 +1,148 @@
-//! The scalar reference backend. Plain Rust, no intrinsics; the lane-interleaved
-//! accumulation ([`LANES`] partial sums) fixes the reduction order that other backends
-//! reproduce, and lets the compiler vectorize the inner loops.
+//! The scalar reference backend: plain Rust, no intrinsics, runs everywhere.
+//!
+//! [`Scalar`] is one more implementation of the SIMD abstraction ([`Simd`]): a
+//! "vector" of 4 f32 lanes held in an array, every lane operation spelled out, fused
+//! multiply-adds by [`f32::mul_add`] (one rounding, on every target). The generic
+//! kernels instantiated over it run the canonical order of the crate docs (16 partial
+//! sums, fused multiply-adds, halving, the one `exp` polynomial), so Scalar gives the
+//! same bits as `avx2`, `avx512` and `neon` for every kernel, and a whole model gives
+//! the same logits on every backend. The quantized products go through the plain-Rust
+//! canonical product of the `quant` module.
 
-use half::slice::HalfFloatSliceExt;
+use half::f16;
 
-use crate::{Backend, Geometry, LANES, Matrix, Q8Vec, RopeStyle, WeightSlice, quant};
+use crate::quant::{self, QuantKernels};
+use crate::simd::{Simd, simd_backend};
+use crate::{Matrix, Q8Vec};
 
 /// The scalar reference backend.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Scalar;
 
-/// Combine lane partial sums in a fixed pairwise order:
-/// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`, the order a SIMD horizontal
-/// reduction by halving produces.
-#[inline]
-pub fn hsum(l: &[f32; LANES]) -> f32 {
-    let a = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
-    let b = [a[0] + a[2], a[1] + a[3]];
-    b[0] + b[1]
-}
+simd_backend!(Scalar, "scalar", acc = 4);
 
-/// Accumulate `w[i] * x[i]` into lane `i % LANES`.
+/// Lanes of [`Scalar`]'s array vector: as NEON, so `ACC = 16 / 4 = 4` accumulators.
+const L: usize = 4;
+
+/// `f(a[i], b[i])` lane-wise.
 #[inline(always)]
-fn dot_lanes(acc: &mut [f32; LANES], w: &[f32], x: &[f32]) {
-    let n = w.len().min(x.len());
-    let (w, x) = (&w[..n], &x[..n]);
-    let mut wc = w.chunks_exact(LANES);
-    let mut xc = x.chunks_exact(LANES);
-    for (wv, xv) in (&mut wc).zip(&mut xc) {
-        for l in 0..LANES {
-            acc[l] += wv[l] * xv[l];
-        }
-    }
-    for (l, (a, b)) in wc.remainder().iter().zip(xc.remainder()).enumerate() {
-        acc[l] += a * b;
-    }
+fn zip(a: [f32; L], b: [f32; L], f: impl Fn(f32, f32) -> f32) -> [f32; L] {
+    std::array::from_fn(|i| f(a[i], b[i]))
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0; LANES];
-    dot_lanes(&mut acc, a, b);
-    hsum(&acc)
-}
+impl Simd for Scalar {
+    type V = [f32; L];
+    const LANES: usize = L;
 
-impl Backend for Scalar {
-    fn name(&self) -> &'static str {
-        "scalar"
+    #[inline(always)]
+    fn splat(self, x: f32) -> [f32; L] {
+        [x; L]
     }
 
-    fn quantize_q8(&self, x: &[f32], out: &mut Q8Vec) {
+    #[inline(always)]
+    unsafe fn loadu(self, p: *const f32) -> [f32; L] {
+        // SAFETY: the caller guarantees `p` is readable for LANES floats; the unaligned
+        // read has no alignment requirement.
+        unsafe { p.cast::<[f32; L]>().read_unaligned() }
+    }
+
+    #[inline(always)]
+    unsafe fn storeu(self, p: *mut f32, v: [f32; L]) {
+        // SAFETY: the caller guarantees `p` is writable for LANES floats; the unaligned
+        // write has no alignment requirement.
+        unsafe { p.cast::<[f32; L]>().write_unaligned(v) }
+    }
+
+    #[inline(always)]
+    unsafe fn load_f16(self, p: *const u16) -> [f32; L] {
+        // SAFETY: the caller guarantees `p` is readable for LANES u16.
+        let h = unsafe { p.cast::<[u16; L]>().read_unaligned() };
+        h.map(|b| f16::from_bits(b).to_f32())
+    }
+
+    #[inline(always)]
+    unsafe fn load_dup(self, p: *const f32) -> [f32; L] {
+        // SAFETY: the caller guarantees `p` is readable for LANES / 2 = 2 floats.
+        let (a, b) = unsafe { (p.read_unaligned(), p.add(1).read_unaligned()) };
+        [a, a, b, b]
+    }
+
+    #[inline(always)]
+    fn swap_pairs(self, v: [f32; L]) -> [f32; L] {
+        [v[1], v[0], v[3], v[2]]
+    }
+
+    #[inline(always)]
+    fn add(self, a: [f32; L], b: [f32; L]) -> [f32; L] {
+        zip(a, b, |x, y| x + y)
+    }
+
+    #[inline(always)]
+    fn sub(self, a: [f32; L], b: [f32; L]) -> [f32; L] {
+        zip(a, b, |x, y| x - y)
+    }
+
+    #[inline(always)]
+    fn mul(self, a: [f32; L], b: [f32; L]) -> [f32; L] {
+        zip(a, b, |x, y| x * y)
+    }
+
+    #[inline(always)]
+    fn div(self, a: [f32; L], b: [f32; L]) -> [f32; L] {
+        zip(a, b, |x, y| x / y)
+    }
+
+    #[inline(always)]
+    fn fma(self, a: [f32; L], b: [f32; L], c: [f32; L]) -> [f32; L] {
+        std::array::from_fn(|i| a[i].mul_add(b[i], c[i]))
+    }
+
+    /// x86's `maxps` rule: `a` if `a > b`, else `b` (so `b` when either is NaN).
+    #[inline(always)]
+    fn max(self, a: [f32; L], b: [f32; L]) -> [f32; L] {
+        zip(a, b, |x, y| if x > y { x } else { y })
+    }
+
+    /// x86's `minps` rule: `a` if `a < b`, else `b` (so `b` when either is NaN).
+    #[inline(always)]
+    fn min(self, a: [f32; L], b: [f32; L]) -> [f32; L] {
+        zip(a, b, |x, y| if x < y { x } else { y })
+    }
+
+    #[inline(always)]
+    fn round(self, v: [f32; L]) -> [f32; L] {
+        v.map(f32::round_ties_even)
+    }
+
+    #[inline(always)]
+    fn pow2i(self, n: [f32; L]) -> [f32; L] {
+        // `n` in -126..=127: the biased exponent `n + 127` is in 1..=254, a normal float
+        // with a zero mantissa. (Other lanes are unspecified; the cast saturates.)
+        n.map(|n| f32::from_bits(((n as i32 + 127) as u32 & 0xff) << 23))
+    }
+
+    #[inline(always)]
+    fn reduce_sum(self, v: [f32; L]) -> f32 {
+        (v[0] + v[2]) + (v[1] + v[3])
+    }
+
+    #[inline(always)]
+    fn reduce_max(self, v: [f32; L]) -> f32 {
+        let m = |x: f32, y: f32| if x > y { x } else { y };
+        m(m(v[0], v[2]), m(v[1], v[3]))
+    }
+
+    #[inline(always)]
+    fn prefetch(self, _p: *const u8) {}
+}
+
+impl QuantKernels for Scalar {
+    fn quantize_q8(self, x: &[f32], out: &mut Q8Vec) {
         quant::quantize_ref(x, out);
     }
 
-    fn matvec_q8(&self, w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
+    fn matvec_q8(self, w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
         let a = quant::check(w, x, y);
         quant::matvec_ref(&a, x, y);
-    }
-
-    fn matvec(&self, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) {
-        let Geometry::Tiled(g) = *w.geometry() else {
-            panic!("matvec of a block-quantized matrix: use matvec_q8");
-        };
-        assert_eq!(x.len(), g.cols, "matvec: x length");
-        assert_eq!(y.len(), g.rows, "matvec: y length");
-        let (r_per_tile, chunk, te) = (g.tile_rows, g.chunk, g.tile_elems());
-        let mut wide = [0.0f32; tvl_format::ALIGN / 2];
-        for (row, out) in y.iter_mut().enumerate() {
-            let base = (row / r_per_tile) * te + (row % r_per_tile) * chunk;
-            let mut acc = [0.0f32; LANES];
-            for (k, xs) in x.chunks(chunk).enumerate() {
-                let start = base + k * r_per_tile * chunk;
-                match w.data() {
-                    WeightSlice::F32(s) => dot_lanes(&mut acc, &s[start..start + chunk], xs),
-                    WeightSlice::F16(s) => {
-                        let ws = &mut wide[..chunk];
-                        s[start..start + chunk].convert_to_f32_slice(ws);
-                        dot_lanes(&mut acc, ws, xs);
-                    }
-                    WeightSlice::Quant(_) => unreachable!("quantized data has a block geometry"),
-                }
-            }
-            *out = hsum(&acc);
-        }
-    }
-
-    fn rmsnorm(&self, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
-        assert_eq!(out.len(), x.len(), "rmsnorm: out length");
-        assert_eq!(weight.len(), x.len(), "rmsnorm: weight length");
-        if x.is_empty() {
-            return;
-        }
-        let ss = dot(x, x) / x.len() as f32;
-        let inv = 1.0 / (ss + eps).sqrt();
-        for ((o, &v), &g) in out.iter_mut().zip(x).zip(weight) {
-            *o = v * inv * g;
-        }
-    }
-
-    fn softmax(&self, x: &mut [f32]) {
-        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for v in x.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
-        for v in x.iter_mut() {
-            *v *= inv;
-        }
-    }
-
-    fn rope(&self, x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], style: RopeStyle) {
-        assert!(
-            head_dim.is_multiple_of(2) && head_dim > 0,
-            "rope: head_dim must be even"
-        );
-        assert_eq!(x.len() % head_dim, 0, "rope: x length");
-        let half = head_dim / 2;
-        assert!(cos.len() == half && sin.len() == half, "rope: table length");
-        for head in x.chunks_exact_mut(head_dim) {
-            for i in 0..half {
-                let (a, b) = match style {
-                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-                    RopeStyle::HalfSplit => (i, i + half),
-                };
-                let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * cos[i] - x1 * sin[i];
-                head[b] = x0 * sin[i] + x1 * cos[i];
-            }
-        }
-    }
-
-    fn swiglu(&self, gate: &mut [f32], up: &[f32]) {
-        assert_eq!(gate.len(), up.len(), "swiglu: lengths");
-        for (g, &u) in gate.iter_mut().zip(up) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
-    }
-
-    fn attn_scores(&self, q: &[f32], keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
-        let n = out.len();
-        if n == 0 {
-            return;
-        }
-        assert!(
-            stride >= q.len() && keys.len() >= (n - 1) * stride + q.len(),
-            "attn_scores: keys length"
-        );
-        for (t, o) in out.iter_mut().enumerate() {
-            *o = dot(q, &keys[t * stride..t * stride + q.len()]) * scale;
-        }
-    }
-
-    fn attn_values(&self, probs: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
-        let (n, d) = (probs.len(), out.len());
-        out.fill(0.0);
-        if n == 0 {
-            return;
-        }
-        assert!(
-            stride >= d && values.len() >= (n - 1) * stride + d,
-            "attn_values: values length"
-        );
-        for (t, &p) in probs.iter().enumerate() {
-            for (o, &v) in out.iter_mut().zip(&values[t * stride..t * stride + d]) {
-                *o += p * v;
-            }
-        }
-    }
-
-    fn add(&self, y: &mut [f32], x: &[f32]) {
-        assert_eq!(y.len(), x.len(), "add: lengths");
-        for (a, &b) in y.iter_mut().zip(x) {
-            *a += b;
-        }
     }
 }

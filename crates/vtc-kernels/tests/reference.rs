@@ -12,17 +12,15 @@
 //! # Error bounds
 //!
 //! With `u = 2^-24` (the f32 unit roundoff) and `γ(k) = k u / (1 - k u)`, each bound
-//! is the classical worst-case bound for the reduction order the crate fixes (see the
-//! crate docs: [`LANES`] interleaved partial sums, combined pairwise), so a failure is a
-//! bug, never bad luck on random data. The SIMD backends' order (16 partial sums by
-//! fused multiply-add, combined by halving) has at most `ceil(n / 16)` roundings per
-//! partial plus 4 levels, within the same bounds (`tests/simd.rs` checks them against
-//! that order bit for bit):
+//! is the classical worst-case bound for the reduction order the crate fixes on every
+//! backend (see the crate docs: [`LANES`] = 16 partial sums by fused multiply-add,
+//! combined by halving; `tests/simd.rs` checks every backend against that order bit
+//! for bit), so a failure is a bug, never bad luck on random data:
 //!
 //! - dot products of `n` terms (matvec rows, attention scores): at most
-//!   `m = ceil(n / LANES)` terms per lane, one rounding per product and per addition,
-//!   three levels of lane combination, so `|err| <= γ(m + 4) * Σ|w_i x_i|`
-//!   (`+ 1` rounding for the attention scale).
+//!   `m = ceil(n / LANES)` terms per partial, one rounding per fused multiply-add, four
+//!   levels of halving, so `|err| <= γ(m + 4) * Σ|w_i x_i|` (`+ 1` rounding for the
+//!   attention scale).
 //! - attention values: `n` sequential multiply-adds per output element,
 //!   `|err| <= γ(n + 1) * Σ_t |p_t v_t|`.
 //! - rmsnorm: the sum of squares has relative error `γ(m + 4)`, halved by the square

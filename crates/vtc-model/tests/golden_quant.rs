@@ -1,14 +1,49 @@
 //! Quantized SmolLM2-135M-Instruct (the lossless Q4_1 conversion, and a Q8_0 one
 //! requantized from it) against the float64 reference, teacher-forced: the top-1 token
 //! must equal the reference's wherever the reference margin exceeds 1.0 and at >= 90%
-//! of all steps. The quantized products are bit-identical on every backend (the kernel
-//! tests check that against Scalar); the whole model's logits are bit-identical across
-//! the SIMD backends, which also share one order for the float kernels.
+//! of all steps. Every backend (Scalar included) and the threaded pool compute every
+//! kernel in one canonical order, so the whole model's logits at every step and its
+//! greedy continuations must be the same bits on all of them.
 
 mod common;
 
 use vtc_import::convert::OutDType;
-use vtc_model::{Model, Session, argmax};
+use vtc_kernels::Backend;
+use vtc_model::{GenerateOptions, Model, SamplerConfig, Session, argmax};
+
+/// Every backend this CPU runs, then the detected one on a 2-thread pool.
+fn backends() -> Vec<Box<dyn Backend>> {
+    let mut all: Vec<Box<dyn Backend>> = vtc_kernels::available()
+        .into_iter()
+        .map(|b| Box::new(b) as Box<dyn Backend>)
+        .collect();
+    all.push(Box::new(
+        vtc_kernels::Threaded::new(vtc_kernels::detect(), 2).unwrap(),
+    ));
+    all
+}
+
+/// 24 greedy tokens after each prompt.
+fn greedy(model: &Model<'_>, be: &dyn Backend, prompts: &[Vec<u32>]) -> Vec<Vec<u32>> {
+    prompts
+        .iter()
+        .map(|p| {
+            let mut s = Session::new(model, be, p.len() + 24).unwrap();
+            let opts = GenerateOptions {
+                max_tokens: 24,
+                sampler: SamplerConfig {
+                    temperature: 0.0,
+                    ..Default::default()
+                },
+                stop_at_eos: false,
+            };
+            s.generate(p, opts)
+                .unwrap()
+                .map(|g| g.unwrap().id)
+                .collect()
+        })
+        .collect()
+}
 
 fn check(dtype: OutDType) {
     let path = common::smollm2(dtype);
@@ -16,8 +51,17 @@ fn check(dtype: OutDType) {
     let model = Model::load(&file).unwrap();
     let cases = common::smollm2_cases();
     // Every backend's logits at every step, flattened, to compare bit for bit.
-    let mut first: Option<(&str, Vec<u32>)> = None;
-    for be in vtc_kernels::available() {
+    let mut first: Option<(String, Vec<u32>, Vec<Vec<u32>>)> = None;
+    // The held-out prompt whose greedy text once differed between Scalar and SIMD.
+    let mut prompts: Vec<Vec<u32>> = cases.iter().map(|c| c.prompt_ids.clone()).collect();
+    prompts.push(
+        model
+            .tokenizer()
+            .encode_prompt("Photosynthesis is the process")
+            .unwrap(),
+    );
+    for be in backends() {
+        let be = be.as_ref();
         let (mut agree, mut total, mut worst) = (0usize, 0usize, 0.0f64);
         let mut bits = Vec::new();
         for (k, c) in cases.iter().enumerate() {
@@ -57,14 +101,20 @@ fn check(dtype: OutDType) {
         );
         // A gross error (a wrong block, a wrong scale) moves logits by far more.
         assert!(worst < 2.0, "{dtype}: logit error {worst}");
+        let ids = greedy(&model, be, &prompts);
+        let name = format!("{} x{}", be.name(), be.threads());
         match &first {
-            _ if be.name() == "scalar" => {}
-            None => first = Some((be.name(), bits)),
-            Some((name, want)) => assert!(
-                *want == bits,
-                "{dtype}: {} logits differ from {name}'s",
-                be.name()
-            ),
+            None => first = Some((name, bits, ids)),
+            Some((first_name, want, want_ids)) => {
+                assert!(
+                    *want == bits,
+                    "{dtype}: {name} logits differ from {first_name}'s"
+                );
+                assert_eq!(
+                    ids, *want_ids,
+                    "{dtype}: {name} greedy ids differ from {first_name}'s"
+                );
+            }
         }
     }
 }

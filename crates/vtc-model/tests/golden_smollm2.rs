@@ -10,12 +10,13 @@ use vtc_kernels::Backend;
 use vtc_model::{GenerateOptions, Model, SamplerConfig, Session, argmax};
 
 /// Teacher-forced logits and greedy generation of `model` on `be` against the reference;
-/// returns the greedy ids of every prompt.
+/// returns the bits of every teacher-forced logit and the greedy ids of every prompt.
 fn check_backend(
     model: &Model<'_>,
-    be: &'static dyn Backend,
+    be: &dyn Backend,
     cases: &[common::SmolCase],
-) -> Vec<Vec<u32>> {
+) -> (Vec<u32>, Vec<Vec<u32>>) {
+    let mut bits = Vec::new();
     let mut worst_top5 = 0.0f64;
     let mut worst_full = 0.0f64;
     for (k, case) in cases.iter().enumerate() {
@@ -30,6 +31,7 @@ fn check_backend(
             worst_full = worst_full.max((a - b).abs() as f64);
         }
         for (i, (top5, margin)) in case.steps.iter().enumerate() {
+            bits.extend(logits.iter().map(|v| v.to_bits()));
             for &(id, want) in top5 {
                 let err = (logits[id as usize] as f64 - want).abs();
                 worst_top5 = worst_top5.max(err);
@@ -94,7 +96,7 @@ fn check_backend(
         );
         all.push(got);
     }
-    all
+    (bits, all)
 }
 
 #[test]
@@ -103,17 +105,20 @@ fn f32_teacher_forced_logits_and_greedy_match_the_reference_on_every_backend() {
     let model = Model::load(&file).unwrap();
     let cases = common::smollm2_cases();
     assert_eq!(cases.len(), 5);
-    let scalar = check_backend(&model, &vtc_kernels::Scalar, &cases);
-    for be in vtc_kernels::available() {
-        if be.name() != "scalar" {
-            let got = check_backend(&model, be, &cases);
-            assert_eq!(
-                got,
-                scalar,
-                "greedy ids on {} differ from scalar",
-                be.name()
-            );
-        }
+    let (bits, ids) = check_backend(&model, &vtc_kernels::Scalar, &cases);
+    let pool = vtc_kernels::Threaded::new(vtc_kernels::detect(), 2).unwrap();
+    let mut others: Vec<&dyn Backend> = vtc_kernels::available()
+        .into_iter()
+        .filter(|b| b.name() != "scalar")
+        .map(|b| b as &dyn Backend)
+        .collect();
+    others.push(&pool);
+    // Every backend computes in the canonical order: the same bits as Scalar.
+    for be in others {
+        let (got_bits, got_ids) = check_backend(&model, be, &cases);
+        let name = format!("{} x{}", be.name(), be.threads());
+        assert_eq!(got_ids, ids, "greedy ids on {name} differ from scalar");
+        assert!(got_bits == bits, "logits on {name} differ from scalar");
     }
 }
 

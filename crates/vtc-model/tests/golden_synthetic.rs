@@ -50,6 +50,33 @@ fn synthetic_f16_is_close_to_the_reference_on_every_backend() {
     }
 }
 
+/// Every backend computes in the canonical order: the float models' logits are the same
+/// bits on all of them.
+#[test]
+fn synthetic_float_logits_are_bit_identical_across_backends() {
+    let (tokens, _) = common::reference("logits");
+    for dtype in [OutDType::F32, OutDType::F16] {
+        let file = TvlFile::open(common::synthetic_tvl(dtype)).unwrap();
+        let model = Model::load(&file).unwrap();
+        let run = |be: &dyn Backend| {
+            let mut s = Session::new(&model, be, tokens.len()).unwrap();
+            tokens
+                .iter()
+                .flat_map(|&t| s.forward(t).unwrap().to_vec())
+                .map(f32::to_bits)
+                .collect::<Vec<_>>()
+        };
+        let want = run(&vtc_kernels::Scalar);
+        for be in backends() {
+            assert!(
+                run(be) == want,
+                "{dtype} on {}: logits differ from scalar's",
+                be.name()
+            );
+        }
+    }
+}
+
 #[test]
 fn synthetic_logits_are_bit_identical_across_runs() {
     let file = TvlFile::open(common::synthetic_tvl(OutDType::F32)).unwrap();
@@ -104,7 +131,7 @@ fn synthetic_session_limits_are_typed_errors() {
 }
 
 #[test]
-fn synthetic_quantized_models_are_close_and_agree_across_simd_backends() {
+fn synthetic_quantized_models_are_close_and_agree_across_backends() {
     let (tokens, logits) = common::reference("logits");
     // Looser for 4 bits: the reference is the unquantized model.
     for (dtype, tol) in [
@@ -136,9 +163,7 @@ fn synthetic_quantized_models_are_close_and_agree_across_simd_backends() {
                 .flat_map(|&t| s.forward(t).unwrap().to_vec())
                 .map(f32::to_bits)
                 .collect();
-            if be.name() != "scalar" {
-                runs.push((be.name().to_string(), bits));
-            }
+            runs.push((be.name().to_string(), bits));
         }
         for (name, bits) in runs.iter().skip(1) {
             assert!(

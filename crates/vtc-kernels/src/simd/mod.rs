@@ -22,8 +22,12 @@
 //!   reduces them by halving across accumulators, then within the vector.
 //! - `exp` is one fixed polynomial with fused multiply-adds ([`kernels`]), so every
 //!   backend rounds it the same way.
-//! - Element-wise operations use the same operations in the same order as [`Scalar`]
-//!   (no contraction to FMA), except where documented per kernel.
+//! - Element-wise operations use the same plain operations in the same order on every
+//!   backend (no contraction to FMA), except where documented per kernel.
+//!
+//! [`Scalar`] is one more implementation of the trait, in plain Rust (4-lane arrays,
+//! `f32::mul_add`), so it computes the same sequence of operations and gives the same
+//! bits as every SIMD backend.
 //!
 //! [`Scalar`]: crate::Scalar
 
@@ -139,31 +143,37 @@ pub(crate) trait Simd: Copy + Send + Sync + 'static {
 ///
 /// Each method calls a `#[target_feature(enable = ...)]` trampoline, so the whole
 /// inlined kernel is compiled for those features; the type's constructor must prove
-/// them (at run time on x86-64, by the build configuration for NEON).
+/// them (at run time on x86-64, by the build configuration for NEON). Without
+/// `target_feature` (the portable [`Scalar`](crate::Scalar)), the trampolines are plain
+/// functions compiled for the build's baseline.
 macro_rules! simd_backend {
-    ($ty:ident, $name:literal, acc = $acc:literal, target_feature = $feat:literal) => {
+    ($ty:ident, $name:literal, acc = $acc:literal $(, target_feature = $feat:literal)?) => {
         impl $crate::Backend for $ty {
             fn name(&self) -> &'static str {
                 $name
             }
 
             fn matvec(&self, w: &$crate::Matrix<'_>, x: &[f32], y: &mut [f32]) {
-                #[target_feature(enable = $feat)]
+                $(#[target_feature(enable = $feat)])?
                 fn imp(s: $ty, w: &$crate::Matrix<'_>, x: &[f32], y: &mut [f32]) {
                     $crate::simd::kernels::matvec::<$ty, $acc>(s, w, x, y)
                 }
                 // SAFETY: `self` is a value of the backend type, which only its constructor
-                // creates, once the CPU is known to have every feature in `$feat`.
+                // creates, once the CPU is known to have every feature in `$feat` (with no
+                // features, `imp` is a safe function and the block is a no-op).
+                #[allow(unused_unsafe)]
                 unsafe { imp(*self, w, x, y) }
             }
 
             fn matmul(&self, w: &$crate::Matrix<'_>, x: &[f32], y: &mut [f32]) {
-                #[target_feature(enable = $feat)]
+                $(#[target_feature(enable = $feat)])?
                 fn imp(s: $ty, w: &$crate::Matrix<'_>, x: &[f32], y: &mut [f32]) {
                     $crate::simd::kernels::matmul::<$ty, $acc>(s, w, x, y)
                 }
                 // SAFETY: `self` is a value of the backend type, which only its constructor
-                // creates, once the CPU is known to have every feature in `$feat`.
+                // creates, once the CPU is known to have every feature in `$feat` (with no
+                // features, `imp` is a safe function and the block is a no-op).
+                #[allow(unused_unsafe)]
                 unsafe { imp(*self, w, x, y) }
             }
 
@@ -180,22 +190,26 @@ macro_rules! simd_backend {
             }
 
             fn rmsnorm(&self, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
-                #[target_feature(enable = $feat)]
+                $(#[target_feature(enable = $feat)])?
                 fn imp(s: $ty, out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
                     $crate::simd::kernels::rmsnorm::<$ty, $acc>(s, out, x, weight, eps)
                 }
                 // SAFETY: `self` is a value of the backend type, which only its constructor
-                // creates, once the CPU is known to have every feature in `$feat`.
+                // creates, once the CPU is known to have every feature in `$feat` (with no
+                // features, `imp` is a safe function and the block is a no-op).
+                #[allow(unused_unsafe)]
                 unsafe { imp(*self, out, x, weight, eps) }
             }
 
             fn softmax(&self, x: &mut [f32]) {
-                #[target_feature(enable = $feat)]
+                $(#[target_feature(enable = $feat)])?
                 fn imp(s: $ty, x: &mut [f32]) {
                     $crate::simd::kernels::softmax::<$ty, $acc>(s, x)
                 }
                 // SAFETY: `self` is a value of the backend type, which only its constructor
-                // creates, once the CPU is known to have every feature in `$feat`.
+                // creates, once the CPU is known to have every feature in `$feat` (with no
+                // features, `imp` is a safe function and the block is a no-op).
+                #[allow(unused_unsafe)]
                 unsafe { imp(*self, x) }
             }
 
@@ -207,7 +221,7 @@ macro_rules! simd_backend {
                 sin: &[f32],
                 style: $crate::RopeStyle,
             ) {
-                #[target_feature(enable = $feat)]
+                $(#[target_feature(enable = $feat)])?
                 fn imp(
                     s: $ty,
                     x: &mut [f32],
@@ -219,17 +233,21 @@ macro_rules! simd_backend {
                     $crate::simd::kernels::rope(s, x, head_dim, cos, sin, style)
                 }
                 // SAFETY: `self` is a value of the backend type, which only its constructor
-                // creates, once the CPU is known to have every feature in `$feat`.
+                // creates, once the CPU is known to have every feature in `$feat` (with no
+                // features, `imp` is a safe function and the block is a no-op).
+                #[allow(unused_unsafe)]
                 unsafe { imp(*self, x, head_dim, cos, sin, style) }
             }
 
             fn swiglu(&self, gate: &mut [f32], up: &[f32]) {
-                #[target_feature(enable = $feat)]
+                $(#[target_feature(enable = $feat)])?
                 fn imp(s: $ty, gate: &mut [f32], up: &[f32]) {
                     $crate::simd::kernels::swiglu(s, gate, up)
                 }
                 // SAFETY: `self` is a value of the backend type, which only its constructor
-                // creates, once the CPU is known to have every feature in `$feat`.
+                // creates, once the CPU is known to have every feature in `$feat` (with no
+                // features, `imp` is a safe function and the block is a no-op).
+                #[allow(unused_unsafe)]
                 unsafe { imp(*self, gate, up) }
             }
 
@@ -241,7 +259,7 @@ macro_rules! simd_backend {
                 scale: f32,
                 out: &mut [f32],
             ) {
-                #[target_feature(enable = $feat)]
+                $(#[target_feature(enable = $feat)])?
                 fn imp(
                     s: $ty,
                     q: &[f32],
@@ -253,27 +271,33 @@ macro_rules! simd_backend {
                     $crate::simd::kernels::attn_scores::<$ty, $acc>(s, q, keys, stride, scale, out)
                 }
                 // SAFETY: `self` is a value of the backend type, which only its constructor
-                // creates, once the CPU is known to have every feature in `$feat`.
+                // creates, once the CPU is known to have every feature in `$feat` (with no
+                // features, `imp` is a safe function and the block is a no-op).
+                #[allow(unused_unsafe)]
                 unsafe { imp(*self, q, keys, stride, scale, out) }
             }
 
             fn attn_values(&self, probs: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
-                #[target_feature(enable = $feat)]
+                $(#[target_feature(enable = $feat)])?
                 fn imp(s: $ty, probs: &[f32], values: &[f32], stride: usize, out: &mut [f32]) {
                     $crate::simd::kernels::attn_values(s, probs, values, stride, out)
                 }
                 // SAFETY: `self` is a value of the backend type, which only its constructor
-                // creates, once the CPU is known to have every feature in `$feat`.
+                // creates, once the CPU is known to have every feature in `$feat` (with no
+                // features, `imp` is a safe function and the block is a no-op).
+                #[allow(unused_unsafe)]
                 unsafe { imp(*self, probs, values, stride, out) }
             }
 
             fn add(&self, y: &mut [f32], x: &[f32]) {
-                #[target_feature(enable = $feat)]
+                $(#[target_feature(enable = $feat)])?
                 fn imp(s: $ty, y: &mut [f32], x: &[f32]) {
                     $crate::simd::kernels::add(s, y, x)
                 }
                 // SAFETY: `self` is a value of the backend type, which only its constructor
-                // creates, once the CPU is known to have every feature in `$feat`.
+                // creates, once the CPU is known to have every feature in `$feat` (with no
+                // features, `imp` is a safe function and the block is a no-op).
+                #[allow(unused_unsafe)]
                 unsafe { imp(*self, y, x) }
             }
         }
