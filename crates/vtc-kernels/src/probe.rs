@@ -36,18 +36,29 @@ pub fn probe_buffer(bytes: usize) -> Vec<f32> {
 }
 
 /// Sequential read bandwidth of one core in bytes per second: the best of 10 passes of
-/// [`read_sum`] over [`PROBE_BYTES`].
+/// [`read_sum`] over [`PROBE_BYTES`] (memory, not cache).
 pub fn read_bandwidth() -> f64 {
     read_bandwidth_threads(1)
 }
 
-/// [`read_bandwidth`] with `threads` threads reading disjoint buffers of
-/// [`PROBE_BYTES`] / `threads` each at the same time: the aggregate rate (total bytes over
-/// the slowest thread's time), best of 10 passes. What `threads`-thread kernels can
-/// stream at most.
+/// [`read_bandwidth_over`] of [`PROBE_BYTES`]: what `threads`-thread kernels can stream
+/// from memory (DRAM) at most.
 pub fn read_bandwidth_threads(threads: usize) -> f64 {
+    read_bandwidth_over(threads, PROBE_BYTES)
+}
+
+/// Aggregate sequential read bandwidth in bytes per second of `threads` threads
+/// reading disjoint buffers of `bytes / threads` each at the same time (total bytes
+/// over the slowest thread's time), best of 10 passes after one warm-up pass.
+///
+/// With `bytes` the size of a model's weights per token this is the rate a decode
+/// loop that reads those weights again and again can reach: where the last-level cache
+/// holds them (about 100 MB on the Intel machines this was tuned on), the warm-up pass
+/// leaves them there and the figure is the cache's bandwidth, not DRAM's.
+pub fn read_bandwidth_over(threads: usize, bytes: usize) -> f64 {
     let threads = threads.max(1);
-    let per = PROBE_BYTES / threads;
+    // At least one 64-byte line per thread, in whole floats.
+    let per = (bytes / threads).max(64) / 4 * 4;
     let bufs: Vec<Vec<f32>> = (0..threads).map(|_| probe_buffer(per)).collect();
     let pass = || {
         let start = std::sync::Barrier::new(threads);

@@ -30,6 +30,11 @@ const PARTS_PER_THREAD: usize = 4;
 /// Parts per thread of a batched product (see `Threaded::batch_parts`).
 const BATCH_PARTS_PER_THREAD: usize = 4;
 
+/// Parts per thread of a batched float product (split by row tiles): one, so each
+/// thread's share is one run of the matrix, whose row blocks the GEMM fetches ahead
+/// while it computes the previous one (smaller parts each start with a cold block).
+const GEMM_PARTS_PER_THREAD: usize = 2;
+
 /// Fewest inputs per part of a batched product: the quantized kernels' register block.
 const MIN_BATCH_PART: usize = 4;
 
@@ -59,6 +64,9 @@ pub struct Threaded<B> {
     inner: B,
     pool: Pool,
     threads: usize,
+    /// The parts' outputs of a batched float product (see `Threaded::matmul`), kept
+    /// between products so a prompt allocates it once.
+    scratch: Mutex<Vec<f32>>,
 }
 
 impl<B: Backend> Threaded<B> {
@@ -75,6 +83,7 @@ impl<B: Backend> Threaded<B> {
             inner,
             pool,
             threads,
+            scratch: Mutex::new(Vec::new()),
         })
     }
 
@@ -205,17 +214,55 @@ impl<B: Backend> Backend for Threaded<B> {
         self.split_products(products, &|m, ys| crate::product(&self.inner, m, x, xq, ys));
     }
 
-    /// A batch of one is split by rows ([`Backend::matvec`]); a larger batch by inputs,
-    /// each thread reading the whole matrix once for its inputs.
+    /// A batch of one is split by rows ([`Backend::matvec`]); a larger batch by row
+    /// tiles too: each thread computes its runs of tiles for every input, so the
+    /// threads read disjoint parts of the matrix (the float GEMM is compute-bound, but
+    /// split by inputs every thread would stream the whole matrix, and two threads
+    /// reading it twice over take a third of the shared bandwidth at f32). Each part
+    /// writes its `n x rows` block to the scratch buffer, copied into `y` after.
     fn matmul(&self, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) {
         let n = batch_len(w, x.len(), y.len(), "matmul");
         if n == 1 {
             return self.matvec(w, x, y);
         }
-        let k = w.cols();
-        self.split_batch(n, w.rows(), y, self.batch_parts(n), &|r, ys| {
-            self.inner.matmul(w, &x[r.start * k..r.end * k], ys)
-        });
+        if self.threads == 1 || n == 0 {
+            return self.inner.matmul(w, x, y);
+        }
+        let m = w.rows();
+        let want = (self.threads * GEMM_PARTS_PER_THREAD).min(MAX_PARTS);
+        let per = w.n_tiles().div_ceil(want).max(1);
+        let mut scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+        if scratch.len() < n * m {
+            scratch.resize(n * m, 0.0);
+        }
+        let mut slots = slots();
+        let mut parts = 0;
+        let mut rest = &mut scratch[..n * m];
+        let mut first = 0;
+        while first < w.n_tiles() {
+            let sub = w.tiles(first, per);
+            let (mine, more) = std::mem::take(&mut rest).split_at_mut(n * sub.rows());
+            *slots[parts]
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner) = Some((sub, mine));
+            parts += 1;
+            rest = more;
+            first += per;
+        }
+        self.run(&slots, parts, &|(sub, out)| self.inner.matmul(&sub, x, out));
+        // Part `p` holds rows `row0 .. row0 + sub_rows` of every input, input-major.
+        let (mut row0, mut at) = (0, 0);
+        first = 0;
+        while first < w.n_tiles() {
+            let sub_rows = w.tiles(first, per).rows();
+            for (i, yi) in y.chunks_exact_mut(m).enumerate() {
+                let src = at + i * sub_rows;
+                yi[row0..row0 + sub_rows].copy_from_slice(&scratch[src..src + sub_rows]);
+            }
+            row0 += sub_rows;
+            at += n * sub_rows;
+            first += per;
+        }
     }
 
     /// Split as [`Threaded::matmul`].

@@ -320,6 +320,25 @@ fn matmul_rows_are_matvec_bit_for_bit() {
     }
 }
 
+/// Matrices past the GEMM's 256 KiB row block (several blocks, the next one fetched
+/// ahead, a ragged last block) and batches that are not a multiple of its register
+/// block of inputs; split over 2 threads into several runs of tiles.
+#[test]
+fn matmul_over_several_row_blocks_is_matvec_bit_for_bit() {
+    let mut rng = Rng(5);
+    for b in backends() {
+        for dtype in [DType::F32, DType::F16] {
+            for &tile_rows in &[3, 4] {
+                let t = Tiled::new(601, 257, tile_rows, dtype, &mut rng, Dist::Wide);
+                let xs = rng.vec(17 * 257, Dist::Wide);
+                for n in [2, 4, 7, 9, 17] {
+                    check_matmul(b, &t, &xs, n).unwrap();
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn matvec_sub_tiles_are_bit_identical_to_the_whole() {
     let mut rng = Rng(3);

@@ -194,6 +194,7 @@ const MAX_CHUNK: usize = tvl_format::ALIGN / 2;
 /// `x`, chunk by chunk, as the matvec inner loop reads it: whole chunks straight from
 /// `x`, the last partial chunk from a zero-padded copy (the weights there are zero
 /// padding, and `x` must not be read past its end).
+#[derive(Clone, Copy)]
 struct Cols {
     /// `x`: `full * CHUNK` readable floats.
     x: *const f32,
@@ -206,6 +207,14 @@ struct Cols {
 }
 
 impl Cols {
+    /// No input (zero chunks): a placeholder until [`Cols::new`] fills the slot.
+    const EMPTY: Cols = Cols {
+        x: std::ptr::null(),
+        tail: std::ptr::null(),
+        full: 0,
+        n_chunks: 0,
+    };
+
     /// `x` (`g.cols` floats) read in chunks of `c`, its last partial chunk copied into
     /// `tail` (zero-padded).
     #[inline(always)]
@@ -289,10 +298,10 @@ fn matvec_typed<S: Simd, W: Weight, const ACC: usize>(
             unsafe {
                 let w = data.as_ptr().add(t * te + gi * 4 * c);
                 match yg.len() {
-                    4 => yg.copy_from_slice(&rows::<S, W, 4, 1, ACC>(s, w, stride, &cols)[0]),
-                    3 => yg.copy_from_slice(&rows::<S, W, 3, 1, ACC>(s, w, stride, &cols)[0]),
-                    2 => yg.copy_from_slice(&rows::<S, W, 2, 1, ACC>(s, w, stride, &cols)[0]),
-                    _ => yg.copy_from_slice(&rows::<S, W, 1, 1, ACC>(s, w, stride, &cols)[0]),
+                    4 => yg.copy_from_slice(&rows::<S, W, 4, 1, ACC>(s, w, stride, &cols, true)[0]),
+                    3 => yg.copy_from_slice(&rows::<S, W, 3, 1, ACC>(s, w, stride, &cols, true)[0]),
+                    2 => yg.copy_from_slice(&rows::<S, W, 2, 1, ACC>(s, w, stride, &cols, true)[0]),
+                    _ => yg.copy_from_slice(&rows::<S, W, 1, 1, ACC>(s, w, stride, &cols, true)[0]),
                 }
             }
         }
@@ -317,10 +326,30 @@ pub(crate) fn matmul<S: Simd, const ACC: usize>(s: S, w: &Matrix<'_>, x: &[f32],
     }
 }
 
-/// The tiled GEMM: tile after tile, each read from memory once; within a tile, pairs
-/// of rows times pairs of inputs ([`rows`] with `G = T = 2`: each weight vector loaded
-/// once for two inputs, each input vector once for two rows). Every row of every input
-/// goes through the operations of [`matvec_typed`], so the bits are the same.
+/// Bytes of weights per row block of the float GEMM: the block stays in the L2 cache
+/// while every group of inputs passes over it, so it is read from memory once per
+/// batch. Measured on the Xeon with AVX-512 (1 thread, `vtc bench -p 64` of SmolLM2
+/// f32, tok/s): 64 KiB 297, 256 KiB 313, 1 MiB 246, no blocking 175.
+const GEMM_BLOCK_BYTES: usize = 256 << 10;
+
+/// The tiled GEMM, register-blocked: `G` rows of a tile times `T` inputs at a time
+/// ([`rows`]), `G * T * ACC` accumulators live with `T` input vectors and one weight
+/// vector, so each weight vector is loaded once for `T` inputs and each input vector
+/// once for `G` rows. Per vector width, measured (`cargo bench --bench matmul`, G
+/// multiply-adds/s on the Xeon, and `vtc bench -p 64` of SmolLM2):
+/// - 16 lanes (AVX-512), f32: 4 x 4 (16 accumulators; 44-47 G/s, pp64 385 tok/s against
+///   345 for 4 x 2). 4 x 5 and 4 x 6 would fit the 32 registers, but LLVM then keeps
+///   accumulators on the stack (pp64 170-190 tok/s).
+/// - 16 lanes, f16: 4 x 2 (41-44 G/s; 4 x 4 spills around the conversions: 28 G/s,
+///   2 x 2: 35 G/s).
+/// - otherwise 2 x 3 (AVX2: 12 + 3 + 1 of 16 registers, 29 G/s against 27 for 2 x 2;
+///   NEON: 24 + 3 + 1 of 32).
+///
+/// Cache blocking: the tiles are taken in row blocks of about [`GEMM_BLOCK_BYTES`]; for
+/// each block, every group of `T` inputs (at most 4 x 1536 floats: in L1) runs over
+/// every tile of the block (in L2), and the next block is prefetched meanwhile. Every
+/// row of every input goes through the operations of [`matvec_typed`], so the bits are
+/// the same.
 #[inline(always)]
 fn matmul_typed<S: Simd, W: Weight, const ACC: usize>(
     s: S,
@@ -330,49 +359,112 @@ fn matmul_typed<S: Simd, W: Weight, const ACC: usize>(
     x: &[f32],
     y: &mut [f32],
 ) {
+    if S::LANES == 16 && size_of::<W>() == 2 {
+        gemm::<S, W, 4, 2, ACC>(s, data, g, n, x, y)
+    } else if S::LANES == 16 {
+        gemm::<S, W, 4, 4, ACC>(s, data, g, n, x, y)
+    } else {
+        gemm::<S, W, 2, 3, ACC>(s, data, g, n, x, y)
+    }
+}
+
+/// [`matmul_typed`] with a `G` x `T` register block: the loop over row blocks.
+#[inline(always)]
+fn gemm<S: Simd, W: Weight, const G: usize, const T: usize, const ACC: usize>(
+    s: S,
+    data: &[W],
+    g: &TileGeometry,
+    n: usize,
+    x: &[f32],
+    y: &mut [f32],
+) {
+    let te = g.tile_elems();
+    let n_tiles = g.n_tiles();
+    let block = (GEMM_BLOCK_BYTES / (te * size_of::<W>()).max(1)).max(1);
+    let mut t0 = 0;
+    while t0 < n_tiles {
+        let t1 = (t0 + block).min(n_tiles);
+        let next = &data[t1 * te..(t1 + block).min(n_tiles) * te];
+        gemm_block::<S, W, G, T, ACC>(s, &data[t0 * te..t1 * te], t0..t1, g, next, n, x, y);
+        t0 = t1;
+    }
+}
+
+/// The tiles `t0 .. t1` of one row block (`blk`, tile `t` at `(t - t0) * tile_elems`) times
+/// every input, `T` inputs at a time, the bytes of `next` (the next block) prefetched a
+/// few lines per tile visited (the first block is fetched by the first group's
+/// in-stream prefetches), so memory and arithmetic overlap.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn gemm_block<S: Simd, W: Weight, const G: usize, const T: usize, const ACC: usize>(
+    s: S,
+    blk: &[W],
+    tiles: std::ops::Range<usize>,
+    g: &TileGeometry,
+    next: &[W],
+    n: usize,
+    x: &[f32],
+    y: &mut [f32],
+) {
     let (rt, c, m, k) = (g.tile_rows, W::CHUNK, g.rows, g.cols);
     let (te, stride) = (g.tile_elems(), rt * c);
-    let mut tails = [[0.0f32; MAX_CHUNK]; 2];
-    for t in 0..g.n_tiles() {
-        let here = rt.min(m - t * rt);
-        let mut i = 0;
-        while i < n {
-            let pair = n - i >= 2;
-            let [t0, t1] = &mut tails;
-            let cols = [
-                Cols::new(&x[i * k..(i + 1) * k], g, c, t0),
-                Cols::new(
-                    &x[(i + pair as usize) * k..(i + 1 + pair as usize) * k],
-                    g,
-                    c,
-                    t1,
-                ),
-            ];
+    let (t0, t1) = (tiles.start, tiles.end);
+    debug_assert_eq!(blk.len(), (t1 - t0) * te);
+    let next_bytes = size_of_val(next);
+    let visits = n.div_ceil(T) * (t1 - t0);
+    let per_visit = next_bytes.div_ceil(64).div_ceil(visits.max(1));
+    let mut ahead = 0;
+    let mut tails = [[0.0f32; MAX_CHUNK]; T];
+    let mut i = 0;
+    while i < n {
+        // Inputs `i .. i + live`; the slots past the last input repeat it (computed and
+        // discarded: a ragged batch costs at most `T - 1` extra inputs).
+        let live = T.min(n - i);
+        let mut cols = [Cols::EMPTY; T];
+        for (j, (col, tail)) in cols.iter_mut().zip(tails.iter_mut()).enumerate() {
+            let at = (i + j.min(live - 1)) * k;
+            *col = Cols::new(&x[at..at + k], g, c, tail);
+        }
+        for t in t0..t1 {
+            for _ in 0..per_visit {
+                if ahead < next_bytes {
+                    s.prefetch(next.as_ptr().cast::<u8>().wrapping_add(ahead));
+                    ahead += 64;
+                }
+            }
+            let here = rt.min(m - t * rt);
             let mut r = 0;
             while r < here {
-                let two = here - r >= 2;
-                // SAFETY: rows `r .. r + 1 + two` of tile `t < n_tiles` are inside `data`
-                // (length checked by `tiled`); for every chunk `k < n_chunks` and row
-                // `j` of the group the CHUNK elements at `w + k * stride + j * CHUNK`
-                // lie in that tile. `cols` are whole inputs (`Cols::new`).
+                // A whole group of G rows inside the tile's storage (rows past `here` are
+                // the last tile's padding: read, discarded); else one row.
+                let g_rows = if r + G <= rt { G } else { 1 };
+                // SAFETY: rows `r .. r + g_rows <= rt` of tile `t` (`t0 <= t < t1`) lie
+                // in `blk`, tiles `t0 .. t1` of the data whose length `tiled` checked;
+                // for every chunk `k < n_chunks` and row `j` of the group, the CHUNK
+                // elements at `w + k * stride + j * CHUNK` lie in that tile. `cols` are
+                // whole inputs.
                 let out = unsafe {
-                    let w = data.as_ptr().add(t * te + r * c);
-                    if two {
-                        rows::<S, W, 2, 2, ACC>(s, w, stride, &cols)
+                    let w = blk.as_ptr().add((t - t0) * te + r * c);
+                    if g_rows == G {
+                        rows::<S, W, G, T, ACC>(s, w, stride, &cols, i == 0)
                     } else {
-                        let o = rows::<S, W, 1, 2, ACC>(s, w, stride, &cols);
-                        [[o[0][0], 0.0], [o[1][0], 0.0]]
+                        let o = rows::<S, W, 1, T, ACC>(s, w, stride, &cols, i == 0);
+                        let mut out = [[0.0; G]; T];
+                        for j in 0..T {
+                            out[j][0] = o[j][0];
+                        }
+                        out
                     }
                 };
-                let g_rows = 1 + two as usize;
-                for (j, o) in out.iter().enumerate().take(1 + pair as usize) {
+                let take = g_rows.min(here - r);
+                for (j, o) in out.iter().enumerate().take(live) {
                     let at = (i + j) * m + t * rt + r;
-                    y[at..at + g_rows].copy_from_slice(&o[..g_rows]);
+                    y[at..at + take].copy_from_slice(&o[..take]);
                 }
                 r += g_rows;
             }
-            i += 1 + pair as usize;
         }
+        i += live;
     }
 }
 
@@ -391,6 +483,7 @@ unsafe fn rows<S: Simd, W: Weight, const G: usize, const T: usize, const ACC: us
     w: *const W,
     stride: usize,
     cols: &[Cols; T],
+    prefetch: bool,
 ) -> [[f32; G]; T] {
     const { assert!(ACC * S::LANES == PARTIALS) };
     let l = S::LANES;
@@ -399,27 +492,33 @@ unsafe fn rows<S: Simd, W: Weight, const G: usize, const T: usize, const ACC: us
         let wk = w.wrapping_add(k * stride);
         // One prefetch per 64-byte line of this chunk's rows, `W::PREFETCH` bytes ahead
         // (past the end of the matrix it is a harmless hint).
-        let ahead = wk.cast::<u8>().wrapping_add(W::PREFETCH);
-        for line in 0..G * tvl_format::ALIGN / 64 {
-            s.prefetch(ahead.wrapping_add(line * 64));
+        if prefetch {
+            let ahead = wk.cast::<u8>().wrapping_add(W::PREFETCH);
+            for line in 0..G * tvl_format::ALIGN / 64 {
+                s.prefetch(ahead.wrapping_add(line * 64));
+            }
+        }
+        let mut xk = [std::ptr::null::<f32>(); T];
+        for t in 0..T {
+            xk[t] = cols[t].chunk::<W>(k);
         }
         for b in 0..W::CHUNK / PARTIALS {
-            let mut xv = [[s.splat(0.0); ACC]; T];
-            for t in 0..T {
-                let xk = cols[t].chunk::<W>(k);
-                for j in 0..ACC {
-                    // SAFETY: `xk` is a whole chunk of an input (`Cols::chunk`), and
-                    // `b * PARTIALS + (j + 1) * LANES <= CHUNK`.
-                    xv[t][j] = unsafe { s.loadu(xk.add(b * PARTIALS + j * l)) };
+            // One accumulator index at a time, so only T input vectors are live beside
+            // the accumulators.
+            for j in 0..ACC {
+                let off = b * PARTIALS + j * l;
+                let mut xv = [s.splat(0.0); T];
+                for t in 0..T {
+                    // SAFETY: `xk[t]` is a whole chunk of an input (`Cols::chunk`),
+                    // and `off + LANES <= CHUNK`.
+                    xv[t] = unsafe { s.loadu(xk[t].add(off)) };
                 }
-            }
-            for r in 0..G {
-                for j in 0..ACC {
+                for r in 0..G {
                     // SAFETY: chunk `k` of row `r` is readable (the caller's contract)
                     // and the vector lies inside it, as above.
-                    let wv = unsafe { W::load(s, wk.add(r * W::CHUNK + b * PARTIALS + j * l)) };
+                    let wv = unsafe { W::load(s, wk.add(r * W::CHUNK + off)) };
                     for t in 0..T {
-                        acc[t][r][j] = s.fma(wv, xv[t][j], acc[t][r][j]);
+                        acc[t][r][j] = s.fma(wv, xv[t], acc[t][r][j]);
                     }
                 }
             }
