@@ -7,7 +7,7 @@ mod records;
 mod writer;
 
 pub use geometry::{TileGeometry, line_utilization};
-pub use quant::{BlockGeometry, QuantData};
+pub use quant::{BlockGeometry, BlockType, QuantData};
 pub use records::{
     ALIGN, BYTE_ORDER_MARK, CONFIG_OFFSET, Header, MAGIC, ModelConfig, NAME_LEN, NONE_ID,
     TABLE_OFFSET, TensorRecord, VERSION, align_up,
@@ -17,6 +17,7 @@ pub use writer::{TensorData, TvlWriter};
 /// Element type of a tensor. The numeric value is what the tensor record stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
+#[allow(non_camel_case_types)]
 pub enum DType {
     /// IEEE 754 binary32.
     F32 = 0,
@@ -32,6 +33,18 @@ pub enum DType {
     Q4_0 = 5,
     /// Blocks of 32: 32 nibbles, an f16 scale `d` and minimum `m` (value `q * d + m`).
     Q4_1 = 6,
+    /// Blocks of 32: 32 nibbles, a plane of their 5th bits and `d` (value `(q - 16) * d`).
+    Q5_0 = 7,
+    /// Blocks of 32: 5-bit quants as `Q5_0`, `d` and `m` (value `q * d + m`).
+    Q5_1 = 8,
+    /// Super-blocks of 256: 4-bit quants in 8 sub-blocks of 32 with packed 6-bit scales
+    /// and minimums, f16 `d` and `dmin` (value `d * sc * q - dmin * mn`).
+    Q4_K = 9,
+    /// Super-blocks of 256: 5-bit quants (nibbles and a bit plane), otherwise as `Q4_K`.
+    Q5_K = 10,
+    /// Super-blocks of 256: 6-bit quants in 16 sub-blocks of 16 with int8 scales and an
+    /// f16 `d` (value `d * sc * (q - 32)`).
+    Q6_K = 11,
 }
 
 impl DType {
@@ -45,6 +58,11 @@ impl DType {
             4 => Self::Q8_0,
             5 => Self::Q4_0,
             6 => Self::Q4_1,
+            7 => Self::Q5_0,
+            8 => Self::Q5_1,
+            9 => Self::Q4_K,
+            10 => Self::Q5_K,
+            11 => Self::Q6_K,
             _ => return None,
         })
     }
@@ -56,32 +74,50 @@ impl DType {
             Self::F32 | Self::U32 => 4,
             Self::F16 => 2,
             Self::U8 => 1,
-            Self::Q8_0 | Self::Q4_0 | Self::Q4_1 => 0,
+            Self::Q8_0
+            | Self::Q4_0
+            | Self::Q4_1
+            | Self::Q5_0
+            | Self::Q5_1
+            | Self::Q4_K
+            | Self::Q5_K
+            | Self::Q6_K => 0,
         }
     }
 
-    /// Whether this is a block-quantized type (`Q8_0`, `Q4_0`, `Q4_1`): only in the
-    /// `BlockTiled` layout.
+    /// The block type of a block-quantized dtype (`None` for the others).
+    pub fn block_type(self) -> Option<BlockType> {
+        Some(match self {
+            Self::F32 | Self::F16 | Self::U8 | Self::U32 => return None,
+            Self::Q8_0 => BlockType::Q8_0,
+            Self::Q4_0 => BlockType::Q4_0,
+            Self::Q4_1 => BlockType::Q4_1,
+            Self::Q5_0 => BlockType::Q5_0,
+            Self::Q5_1 => BlockType::Q5_1,
+            Self::Q4_K => BlockType::Q4_K,
+            Self::Q5_K => BlockType::Q5_K,
+            Self::Q6_K => BlockType::Q6_K,
+        })
+    }
+
+    /// Whether this is a block-quantized type: only in the `BlockTiled` layout.
     pub fn is_quantized(self) -> bool {
-        matches!(self, Self::Q8_0 | Self::Q4_0 | Self::Q4_1)
+        self.block_type().is_some()
     }
 
-    /// Quant bytes of one 32-element block (0 for other types).
+    /// Elements of one block (32, or 256 for the K types; 0 for other types).
+    pub fn block_elems(self) -> usize {
+        self.block_type().map_or(0, BlockType::elems)
+    }
+
+    /// Quant bytes of one block, f16 fields excluded (0 for other types).
     pub fn block_bytes(self) -> usize {
-        match self {
-            Self::Q8_0 => 32,
-            Self::Q4_0 | Self::Q4_1 => 16,
-            _ => 0,
-        }
+        self.block_type().map_or(0, BlockType::quant_bytes)
     }
 
-    /// f16 scale fields per block: 1 (`d`), 2 for `Q4_1` (`d`, `m`), 0 for other types.
+    /// f16 scale fields per block: 1 (`d`) or 2 (`d`, `m` or `dmin`); 0 for other types.
     pub fn scale_fields(self) -> usize {
-        match self {
-            Self::Q8_0 | Self::Q4_0 => 1,
-            Self::Q4_1 => 2,
-            _ => 0,
-        }
+        self.block_type().map_or(0, BlockType::fields)
     }
 
     /// Elements of one 128-byte chunk of the row-tiled layout.
@@ -94,7 +130,24 @@ impl DType {
         matches!(self, Self::F32 | Self::F16)
     }
 
-    /// Lower-case name used by tools (`f32`, `f16`, `u8`, `u32`, `q8_0`, `q4_0`, `q4_1`).
+    /// Every dtype, in id order.
+    pub const ALL: [DType; 12] = [
+        Self::F32,
+        Self::F16,
+        Self::U8,
+        Self::U32,
+        Self::Q8_0,
+        Self::Q4_0,
+        Self::Q4_1,
+        Self::Q5_0,
+        Self::Q5_1,
+        Self::Q4_K,
+        Self::Q5_K,
+        Self::Q6_K,
+    ];
+
+    /// Lower-case name used by tools (`f32`, `f16`, `u8`, `u32`, `q8_0`, `q4_0`, `q4_1`,
+    /// `q5_0`, `q5_1`, `q4_k`, `q5_k`, `q6_k`).
     pub fn name(self) -> &'static str {
         match self {
             Self::F32 => "f32",
@@ -104,6 +157,11 @@ impl DType {
             Self::Q8_0 => "q8_0",
             Self::Q4_0 => "q4_0",
             Self::Q4_1 => "q4_1",
+            Self::Q5_0 => "q5_0",
+            Self::Q5_1 => "q5_1",
+            Self::Q4_K => "q4_k",
+            Self::Q5_K => "q5_k",
+            Self::Q6_K => "q6_k",
         }
     }
 }

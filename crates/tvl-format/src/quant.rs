@@ -2,35 +2,274 @@
 //! the `BlockTiled` layout's index arithmetic (the one place that knows where the
 //! quants and scales of block (r, b) live).
 //!
-//! A block is 32 consecutive elements of one row. `Q8_0` stores 32 signed bytes and a
-//! scale `d`; `Q4_0` 32 nibbles and `d`; `Q4_1` 32 nibbles, `d` and a minimum `m`. In
-//! a 4-bit block, byte `j` holds element `j` in its low nibble and element `j + 16` in
-//! its high nibble (GGUF's order, kept so import is a copy).
+//! A block is `elems` consecutive elements of one row: 32 for `Q8_0`, `Q4_0`, `Q4_1`,
+//! `Q5_0`, `Q5_1`, and 256 (a *super-block*) for `Q4_K`, `Q5_K`, `Q6_K`. Each block is
+//! its *quant bytes* (everything but the f16 fields, in GGUF's byte order) and one or
+//! two f16 *fields*: GGUF's block with the f16 fields taken out, so import is a copy
+//! and the values are ggml's bit for bit. The quant bytes of each type (offsets within
+//! them):
+//!
+//! | type   | bytes | runs                                          | fields      |
+//! |--------|------:|-----------------------------------------------|-------------|
+//! | `Q8_0` | 32    | `qs[32]` (i8)                                 | `d`         |
+//! | `Q4_0` | 16    | `qs[16]` (nibbles)                            | `d`         |
+//! | `Q4_1` | 16    | `qs[16]`                                      | `d`, `m`    |
+//! | `Q5_0` | 20    | `qh[4]` at 0, `qs[16]` at 4                   | `d`         |
+//! | `Q5_1` | 20    | `qh[4]` at 0, `qs[16]` at 4                   | `d`, `m`    |
+//! | `Q4_K` | 140   | `scales[12]` at 0, `qs[128]` at 12            | `d`, `dmin` |
+//! | `Q5_K` | 172   | `scales[12]` at 0, `qh[32]` at 12, `qs[128]` at 44 | `d`, `dmin` |
+//! | `Q6_K` | 208   | `ql[128]` at 0, `qh[64]` at 128, `scales[16]` (i8) at 192 | `d` |
+//!
+//! Every run is a multiple of 4 bytes (one [`LANE`]), so in the tiled layout each run
+//! of a tile's rows is contiguous and 32-byte aligned (see [`BlockGeometry`]).
 
 use half::f16;
 
 use crate::{ALIGN, DType};
 
-/// Elements per quantization block.
+/// Elements of the smallest block, and of the blocks of the int8 input that every
+/// quantized product takes: 32.
 pub const BLOCK: usize = 32;
 
-/// The value of element `j` (`j < 32`) of a block with quant bytes `q`, scale `d` and
-/// minimum `m` (ignored unless `Q4_1`), in f32 arithmetic without fused multiply-add:
+/// Elements of a K-type super-block: 256.
+pub const SUPER_BLOCK: usize = 256;
+
+/// The largest quant bytes of any block type (`Q6_K`'s 208).
+pub const MAX_BLOCK_BYTES: usize = 208;
+
+/// The block-quantized element types. Every `match` on it is exhaustive, so a new type
+/// fails to compile until every importer, writer and kernel handles it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)]
+pub enum BlockType {
+    /// 32 x i8, `d`.
+    Q8_0,
+    /// 32 x 4 bits, `d`.
+    Q4_0,
+    /// 32 x 4 bits, `d`, `m`.
+    Q4_1,
+    /// 32 x 5 bits, `d`.
+    Q5_0,
+    /// 32 x 5 bits, `d`, `m`.
+    Q5_1,
+    /// 256 x 4 bits in 8 sub-blocks of 32 with 6-bit scales and minimums; `d`, `dmin`.
+    Q4_K,
+    /// 256 x 5 bits in 8 sub-blocks of 32 with 6-bit scales and minimums; `d`, `dmin`.
+    Q5_K,
+    /// 256 x 6 bits in 16 sub-blocks of 16 with int8 scales; `d`.
+    Q6_K,
+}
+
+impl BlockType {
+    /// Every block type, in dtype id order.
+    pub const ALL: [BlockType; 8] = [
+        Self::Q8_0,
+        Self::Q4_0,
+        Self::Q4_1,
+        Self::Q5_0,
+        Self::Q5_1,
+        Self::Q4_K,
+        Self::Q5_K,
+        Self::Q6_K,
+    ];
+
+    /// The dtype.
+    pub fn dtype(self) -> DType {
+        match self {
+            Self::Q8_0 => DType::Q8_0,
+            Self::Q4_0 => DType::Q4_0,
+            Self::Q4_1 => DType::Q4_1,
+            Self::Q5_0 => DType::Q5_0,
+            Self::Q5_1 => DType::Q5_1,
+            Self::Q4_K => DType::Q4_K,
+            Self::Q5_K => DType::Q5_K,
+            Self::Q6_K => DType::Q6_K,
+        }
+    }
+
+    /// Elements per block: 32, or 256 for the K types.
+    pub fn elems(self) -> usize {
+        match self {
+            Self::Q8_0 | Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 => BLOCK,
+            Self::Q4_K | Self::Q5_K | Self::Q6_K => SUPER_BLOCK,
+        }
+    }
+
+    /// Quant bytes per block (the f16 fields excluded).
+    pub fn quant_bytes(self) -> usize {
+        match self {
+            Self::Q8_0 => 32,
+            Self::Q4_0 | Self::Q4_1 => 16,
+            Self::Q5_0 | Self::Q5_1 => 20,
+            Self::Q4_K => 140,
+            Self::Q5_K => 172,
+            Self::Q6_K => 208,
+        }
+    }
+
+    /// f16 fields per block: 1 (`d`) or 2 (`d` and `m`, or `d` and `dmin`).
+    pub fn fields(self) -> usize {
+        match self {
+            Self::Q8_0 | Self::Q4_0 | Self::Q5_0 | Self::Q6_K => 1,
+            Self::Q4_1 | Self::Q5_1 | Self::Q4_K | Self::Q5_K => 2,
+        }
+    }
+
+    /// Bytes of one GGUF block of this type: quant bytes plus the fields.
+    pub fn gguf_bytes(self) -> usize {
+        self.quant_bytes() + 2 * self.fields()
+    }
+
+    /// Offset of the f16 fields within a GGUF block: at the start, except for `Q6_K`,
+    /// whose `d` is its last two bytes. The quant bytes are the rest, in order.
+    pub fn gguf_fields_at(self) -> usize {
+        match self {
+            Self::Q6_K => self.quant_bytes(),
+            Self::Q8_0
+            | Self::Q4_0
+            | Self::Q4_1
+            | Self::Q5_0
+            | Self::Q5_1
+            | Self::Q4_K
+            | Self::Q5_K => 0,
+        }
+    }
+
+    /// Split one GGUF block `raw` ([`gguf_bytes`](Self::gguf_bytes) long) into its
+    /// quant bytes (written to `quants`, [`quant_bytes`](Self::quant_bytes) long) and
+    /// fields `(d, m)` (`m` is 0 for one-field types). Panics on wrong lengths.
+    pub fn split_gguf(self, raw: &[u8], quants: &mut [u8]) -> (f16, f16) {
+        let (qb, f, at) = (self.quant_bytes(), self.fields(), self.gguf_fields_at());
+        assert_eq!(raw.len(), self.gguf_bytes(), "{self:?}: GGUF block length");
+        assert_eq!(quants.len(), qb, "{self:?}: quant bytes length");
+        let field = |k: usize| f16::from_le_bytes([raw[at + 2 * k], raw[at + 2 * k + 1]]);
+        let fields_end = at + 2 * f;
+        if at == 0 {
+            quants.copy_from_slice(&raw[fields_end..]);
+        } else {
+            quants.copy_from_slice(&raw[..at]);
+        }
+        (field(0), if f == 2 { field(1) } else { f16::ZERO })
+    }
+
+    /// The inverse of [`split_gguf`](Self::split_gguf): the GGUF block of `quants` and
+    /// fields `(d, m)` into `raw`.
+    pub fn join_gguf(self, quants: &[u8], d: f16, m: f16, raw: &mut [u8]) {
+        let (qb, f, at) = (self.quant_bytes(), self.fields(), self.gguf_fields_at());
+        assert_eq!(raw.len(), self.gguf_bytes(), "{self:?}: GGUF block length");
+        assert_eq!(quants.len(), qb, "{self:?}: quant bytes length");
+        raw[at..at + 2].copy_from_slice(&d.to_le_bytes());
+        if f == 2 {
+            raw[at + 2..at + 4].copy_from_slice(&m.to_le_bytes());
+        }
+        if at == 0 {
+            raw[2 * f..].copy_from_slice(quants);
+        } else {
+            raw[..at].copy_from_slice(quants);
+        }
+    }
+}
+
+/// Sub-block `j` (`j < 8`)'s 6-bit scale and minimum from the 12 packed scale bytes of
+/// a `Q4_K` / `Q5_K` block (ggml's `get_scale_min_k4`): for `j < 4`, the low 6 bits of
+/// bytes `j` and `j + 4`; for `j >= 4`, the low (scale) and high (minimum) nibble of
+/// byte `j + 4` under the top 2 bits of bytes `j - 4` and `j`.
+#[inline]
+pub fn scale_min_k4(scales: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (scales[j] & 63, scales[j + 4] & 63)
+    } else {
+        (
+            (scales[j + 4] & 0x0F) | ((scales[j - 4] >> 6) << 4),
+            (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4),
+        )
+    }
+}
+
+/// The 5-bit quant of element `j` (`j < 32`) of a `Q5_0` / `Q5_1` block's quant
+/// bytes: its nibble (`qs` as in the 4-bit types) with bit `j` of the little-endian
+/// `u32` `qh` as the 5th bit.
+#[inline]
+pub fn q5(q: &[u8], j: usize) -> u8 {
+    nibble(&q[4..], j) | (((q[j / 8] >> (j % 8)) & 1) << 4)
+}
+
+/// The quant of element `j` (`j < 256`) of a K-type block's quant bytes `q`, with its
+/// sub-block's scale (and minimum, 0 for `Q6_K`): `(quant, scale, min)`. `Q4_K` and
+/// `Q5_K`: sub-block `s = j / 32` of 32 elements, element `j` in nibble `s % 2` of byte
+/// `32 (s / 2) + j % 32` of `qs` (and, for `Q5_K`, bit `s` of byte `j % 32` of `qh` as
+/// its 5th bit). `Q6_K`: in each half `h = j / 128`, quarter `k = (j % 128) / 32`, the
+/// low 4 bits are nibble `k / 2` of byte `64 h + 32 (k % 2) + j % 32` of `ql`, the high 2
+/// bits are bits `2k..2k + 2` of byte `32 h + j % 32` of `qh`, minus 32; scale `j / 16`.
+#[inline]
+pub fn k_quant(kind: BlockType, q: &[u8], j: usize) -> (i32, i32, i32) {
+    let (s, l) = (j / 32, j % 32);
+    match kind {
+        BlockType::Q4_K | BlockType::Q5_K => {
+            let (sc, mn) = scale_min_k4(&q[..12], s);
+            let qs = if kind == BlockType::Q4_K {
+                &q[12..]
+            } else {
+                &q[44..]
+            };
+            let byte = qs[32 * (s / 2) + l];
+            let mut v = if s % 2 == 0 { byte & 15 } else { byte >> 4 } as i32;
+            if kind == BlockType::Q5_K {
+                v |= (((q[12 + l] >> s) & 1) as i32) << 4;
+            }
+            (v, sc as i32, mn as i32)
+        }
+        BlockType::Q6_K => {
+            let (h, k) = (j / 128, (j % 128) / 32);
+            let lo = q[64 * h + 32 * (k % 2) + l];
+            let lo = if k / 2 == 0 { lo & 15 } else { lo >> 4 };
+            let hi = (q[128 + 32 * h + l] >> (2 * k)) & 3;
+            let v = (lo | (hi << 4)) as i32 - 32;
+            (v, q[192 + j / 16] as i8 as i32, 0)
+        }
+        BlockType::Q8_0 | BlockType::Q4_0 | BlockType::Q4_1 | BlockType::Q5_0 | BlockType::Q5_1 => {
+            panic!("k_quant of {kind:?}, which has no sub-blocks")
+        }
+    }
+}
+
+/// The block type of `dtype`, or a panic naming the caller (a caller bug).
+fn kind_of(dtype: DType, what: &str) -> BlockType {
+    dtype
+        .block_type()
+        .unwrap_or_else(|| panic!("{what} of non-block dtype {dtype}"))
+}
+
+/// The value of element `j` (`j < elems`) of a block with quant bytes `q`, field `d`
+/// and second field `m` (`m` or `dmin`; ignored by one-field types), in f32 arithmetic
+/// with every product and sum rounded (no fused multiply-add):
 ///
 /// - `Q8_0`: `(q[j] as i8) * d`
-/// - `Q4_0`: `(nibble(j) - 8) * d`
-/// - `Q4_1`: `nibble(j) * d + m`
+/// - `Q4_0`: `(nibble(j) - 8) * d`; `Q5_0`: `(q5(j) - 16) * d`
+/// - `Q4_1`: `nibble(j) * d + m`; `Q5_1`: `q5(j) * d + m`
+/// - `Q4_K`, `Q5_K`: `(d * sc) * q - (dmin * mn)` with `(q, sc, mn)` from [`k_quant`]
+/// - `Q6_K`: `(d * sc) * q` with `(q, sc)` from [`k_quant`]
 ///
-/// where `nibble(j) = q[j] & 15` for `j < 16` and `q[j - 16] >> 4` otherwise. This is
-/// ggml's dequantization, bit for bit.
+/// where `nibble(j) = q[j] & 15` for `j < 16` and `q[j - 16] >> 4` otherwise, and
+/// [`q5`]. This is ggml's (and gguf-py's) dequantization, bit for bit.
 #[inline]
 pub fn block_value(dtype: DType, q: &[u8], d: f16, m: f16, j: usize) -> f32 {
-    let d = d.to_f32();
-    match dtype {
-        DType::Q8_0 => f32::from(q[j] as i8) * d,
-        DType::Q4_0 => (nibble(q, j) as i32 - 8) as f32 * d,
-        DType::Q4_1 => nibble(q, j) as f32 * d + m.to_f32(),
-        _ => panic!("block_value of non-block dtype {dtype}"),
+    let kind = kind_of(dtype, "block_value");
+    let (d, m) = (d.to_f32(), m.to_f32());
+    match kind {
+        BlockType::Q8_0 => f32::from(q[j] as i8) * d,
+        BlockType::Q4_0 => (nibble(q, j) as i32 - 8) as f32 * d,
+        BlockType::Q4_1 => nibble(q, j) as f32 * d + m,
+        BlockType::Q5_0 => (q5(q, j) as i32 - 16) as f32 * d,
+        BlockType::Q5_1 => q5(q, j) as f32 * d + m,
+        BlockType::Q4_K | BlockType::Q5_K => {
+            let (v, sc, mn) = k_quant(kind, q, j);
+            (d * sc as f32) * v as f32 - m * mn as f32
+        }
+        BlockType::Q6_K => {
+            let (v, sc, _) = k_quant(kind, q, j);
+            (d * sc as f32) * v as f32
+        }
     }
 }
 
@@ -40,15 +279,16 @@ pub fn nibble(q: &[u8], j: usize) -> u8 {
     if j < 16 { q[j] & 15 } else { q[j - 16] >> 4 }
 }
 
-/// Dequantize one block into `out` (32 floats), as [`block_value`].
+/// Dequantize one block into `out` (its `elems` floats), as [`block_value`].
 pub fn dequantize_block(dtype: DType, q: &[u8], d: f16, m: f16, out: &mut [f32]) {
-    for (j, o) in out[..BLOCK].iter_mut().enumerate() {
+    let n = kind_of(dtype, "dequantize_block").elems();
+    for (j, o) in out[..n].iter_mut().enumerate() {
         *o = block_value(dtype, q, d, m, j);
     }
 }
 
-/// Quantize 32 floats into one block by llama.cpp's reference rules
-/// (`quantize_row_*_ref`), so users get the files they know:
+/// Quantize one block of floats (32, or 256 for the K types) by llama.cpp's reference
+/// rules (`quantize_row_*_ref`), so users get the files they know:
 ///
 /// - `Q8_0`: `d = amax / 127`, `q = round(x / d)` (`x * (1 / d)`, half away from zero).
 /// - `Q4_0`: `max` = the element of largest magnitude (the first one), `d = max / -8`,
@@ -56,11 +296,13 @@ pub fn dequantize_block(dtype: DType, q: &[u8], d: f16, m: f16, out: &mut [f32])
 /// - `Q4_1`: `d = (max - min) / 15`, `m = min`, `q = min(15, trunc((x - min) * (1 / d) + 0.5))`.
 ///
 /// `1 / d` is 0 when `d` is 0; `d` and `m` are stored rounded to f16. Writes
-/// [`DType::block_bytes`] bytes of `q` and returns `(d, m)` (`m` is 0 unless `Q4_1`).
+/// [`DType::block_bytes`] bytes of `q` and returns `(d, m)` (`m` is 0 for one-field
+/// types). Panics for a dtype without a quantizer ([`has_quantizer`]).
 pub fn quantize_block(dtype: DType, x: &[f32], q: &mut [u8]) -> (f16, f16) {
-    let x = &x[..BLOCK];
-    match dtype {
-        DType::Q8_0 => {
+    let kind = kind_of(dtype, "quantize_block");
+    let x = &x[..kind.elems()];
+    match kind {
+        BlockType::Q8_0 => {
             let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
             let d = amax / 127.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -69,7 +311,7 @@ pub fn quantize_block(dtype: DType, x: &[f32], q: &mut [u8]) -> (f16, f16) {
             }
             (f16::from_f32(d), f16::ZERO)
         }
-        DType::Q4_0 => {
+        BlockType::Q4_0 => {
             let (mut amax, mut max) = (0.0f32, 0.0f32);
             for &v in x {
                 if amax < v.abs() {
@@ -82,7 +324,7 @@ pub fn quantize_block(dtype: DType, x: &[f32], q: &mut [u8]) -> (f16, f16) {
             pack_nibbles(q, |j| ((x[j] * id + 8.5) as i8).min(15) as u8);
             (f16::from_f32(d), f16::ZERO)
         }
-        DType::Q4_1 => {
+        BlockType::Q4_1 => {
             let (mut min, mut max) = (f32::MAX, -f32::MAX);
             for &v in x {
                 if v < min {
@@ -97,7 +339,21 @@ pub fn quantize_block(dtype: DType, x: &[f32], q: &mut [u8]) -> (f16, f16) {
             pack_nibbles(q, |j| (((x[j] - min) * id + 0.5) as i8).min(15) as u8);
             (f16::from_f32(d), f16::from_f32(min))
         }
-        _ => panic!("quantize_block to non-block dtype {dtype}"),
+        BlockType::Q5_0 | BlockType::Q5_1 | BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => {
+            panic!("quantize_block: no quantizer from floats for {dtype} yet")
+        }
+    }
+}
+
+/// Whether [`quantize_block`] can quantize floats to `dtype` (every block type can be
+/// imported losslessly from GGUF; quantizing from floats is per type).
+pub fn has_quantizer(dtype: DType) -> bool {
+    match dtype.block_type() {
+        Some(BlockType::Q8_0 | BlockType::Q4_0 | BlockType::Q4_1) => true,
+        Some(
+            BlockType::Q5_0 | BlockType::Q5_1 | BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K,
+        )
+        | None => false,
     }
 }
 
@@ -112,15 +368,17 @@ fn pack_nibbles(q: &mut [u8], nib: impl Fn(usize) -> u8) {
 pub const LANE: usize = 4;
 
 /// Shape of a `BlockTiled` matrix: `rows` outputs by `cols` inputs (`cols` a multiple
-/// of [`BLOCK`]), in tiles of `tile_rows` rows. The tensor holds two regions:
+/// of the block's elements), in tiles of `tile_rows` rows. The tensor holds two regions:
 ///
 /// - *quants*, from byte 0: for each tile, for each block column `b`, the quant bytes
 ///   of block `b` of the tile's rows `0..R`, interleaved [`LANE`] bytes at a time
 ///   (bytes `0..4` of rows `0..R`, then bytes `4..8` of rows `0..R`, ...), so that one
-///   32-byte load holds the same 4 bytes of 8 rows, one row per 32-bit lane;
+///   32-byte load holds the same 4 bytes of 8 rows, one row per 32-bit lane (and each
+///   run of a block's quant bytes, such as a K type's scales, is a contiguous run of
+///   the tile);
 /// - *scales*, from byte [`scales_offset`](Self::scales_offset) (a multiple of 128):
 ///   f16 values, for each tile, for each block column, for each field (`d`, then `m`
-///   for `Q4_1`), the field of rows `0..R`.
+///   or `dmin` for two-field types), the field of rows `0..R`.
 ///
 /// A kernel computing `R` outputs reads both regions front to back, in step, and gets
 /// each row's block sums in its own lane: no horizontal reduction.
@@ -128,7 +386,7 @@ pub const LANE: usize = 4;
 pub struct BlockGeometry {
     /// Logical rows (outputs).
     pub rows: usize,
-    /// Logical columns (inputs), a multiple of [`BLOCK`].
+    /// Logical columns (inputs), a multiple of the block's elements.
     pub cols: usize,
     /// Rows per tile (R).
     pub tile_rows: usize,
@@ -139,9 +397,11 @@ pub struct BlockGeometry {
 impl BlockGeometry {
     /// Geometry of a `rows x cols` matrix of the block dtype `dtype` in tiles of
     /// `tile_rows` rows. `None` unless `dtype` is a block type, `tile_rows >= 1`,
-    /// `cols % 32 == 0` and every size fits `usize`.
+    /// `cols` is a multiple of the block's elements (32 or 256) and every size fits
+    /// `usize`.
     pub fn new(rows: usize, cols: usize, tile_rows: usize, dtype: DType) -> Option<Self> {
-        if tile_rows == 0 || !dtype.is_quantized() || !cols.is_multiple_of(BLOCK) {
+        let kind = dtype.block_type()?;
+        if tile_rows == 0 || !cols.is_multiple_of(kind.elems()) {
             return None;
         }
         let g = Self {
@@ -158,17 +418,29 @@ impl BlockGeometry {
         Some(g)
     }
 
-    /// Blocks per row: `cols / 32`.
-    pub fn blocks_per_row(&self) -> usize {
-        self.cols / BLOCK
+    /// The block type.
+    pub fn kind(&self) -> BlockType {
+        self.dtype
+            .block_type()
+            .expect("a BlockGeometry's dtype is a block type (checked by new)")
     }
 
-    /// Quant bytes per block (32 for `Q8_0`, 16 for the 4-bit types).
+    /// Elements per block: 32, or 256 for the K types.
+    pub fn block_elems(&self) -> usize {
+        self.dtype.block_elems()
+    }
+
+    /// Blocks per row: `cols / block_elems`.
+    pub fn blocks_per_row(&self) -> usize {
+        self.cols / self.block_elems()
+    }
+
+    /// Quant bytes per block ([`BlockType::quant_bytes`]).
     pub fn block_bytes(&self) -> usize {
         self.dtype.block_bytes()
     }
 
-    /// f16 fields per block: 1 (`d`), or 2 (`d`, `m`) for `Q4_1`.
+    /// f16 fields per block: 1 (`d`) or 2 (`d`, then `m` or `dmin`).
     pub fn fields(&self) -> usize {
         self.dtype.scale_fields()
     }
@@ -230,8 +502,8 @@ impl BlockGeometry {
     /// `quants` into their logical order (the first [`block_bytes`](Self::block_bytes)
     /// bytes of the result; the rest are zero).
     #[inline]
-    pub fn block_quants(&self, quants: &[u8], row: usize, b: usize) -> [u8; BLOCK] {
-        let mut out = [0u8; BLOCK];
+    pub fn block_quants(&self, quants: &[u8], row: usize, b: usize) -> [u8; MAX_BLOCK_BYTES] {
+        let mut out = [0u8; MAX_BLOCK_BYTES];
         let at = self.quant_index(row, b, 0);
         for (k, run) in out[..self.block_bytes()].chunks_exact_mut(LANE).enumerate() {
             let from = at + k * self.tile_rows * LANE;
@@ -261,8 +533,8 @@ impl BlockGeometry {
         (d, m)
     }
 
-    /// Dequantize block `b` of row `row` of a tensor's two regions into `out` (32
-    /// floats), as [`block_value`].
+    /// Dequantize block `b` of row `row` of a tensor's two regions into `out`
+    /// ([`block_elems`](Self::block_elems) floats), as [`block_value`].
     pub fn dequantize_at(
         &self,
         quants: &[u8],
@@ -305,7 +577,7 @@ impl BlockGeometry {
 /// and fields `scales[(r * blocks + b) * fields ..][.. fields]` (`d`, then `m`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantData {
-    /// `Q8_0`, `Q4_0` or `Q4_1`.
+    /// A block type.
     pub dtype: DType,
     /// Quant bytes, row-major by block.
     pub quants: Vec<u8>,
@@ -314,21 +586,21 @@ pub struct QuantData {
 }
 
 impl QuantData {
-    /// Quantize a row-major `[rows, cols]` f32 matrix (`cols % 32 == 0`) by
-    /// [`quantize_block`]. `None` if `dtype` is not a block type, `cols` is not a
-    /// multiple of 32 or `x.len() != rows * cols`.
+    /// Quantize a row-major `[rows, cols]` f32 matrix (`cols` a multiple of the block's
+    /// elements) by [`quantize_block`]. `None` if `dtype` is not a block type with a
+    /// quantizer ([`has_quantizer`]), `cols` is not whole blocks or
+    /// `x.len() != rows * cols`.
     pub fn quantize(dtype: DType, x: &[f32], rows: usize, cols: usize) -> Option<Self> {
-        if !dtype.is_quantized()
-            || !cols.is_multiple_of(BLOCK)
-            || rows.checked_mul(cols)? != x.len()
+        let n_el = dtype.block_elems();
+        if !has_quantizer(dtype) || !cols.is_multiple_of(n_el) || rows.checked_mul(cols)? != x.len()
         {
             return None;
         }
-        let n = x.len() / BLOCK;
+        let n = x.len() / n_el;
         let (bb, f) = (dtype.block_bytes(), dtype.scale_fields());
         let mut quants = vec![0u8; n * bb];
         let mut scales = vec![f16::ZERO; n * f];
-        for (i, blk) in x.chunks_exact(BLOCK).enumerate() {
+        for (i, blk) in x.chunks_exact(n_el).enumerate() {
             let (d, m) = quantize_block(dtype, blk, &mut quants[i * bb..(i + 1) * bb]);
             scales[i * f] = d;
             if f == 2 {
@@ -342,7 +614,7 @@ impl QuantData {
         })
     }
 
-    /// Dequantize block `i` (row-major block index) into `out` (32 floats).
+    /// Dequantize block `i` (row-major block index) into `out` (its block's floats).
     pub fn dequantize_block(&self, i: usize, out: &mut [f32]) {
         let (bb, f) = (self.dtype.block_bytes(), self.dtype.scale_fields());
         let m = if f == 2 {
@@ -362,8 +634,9 @@ impl QuantData {
     /// Dequantize everything, row-major.
     pub fn dequantize(&self) -> Vec<f32> {
         let n = self.quants.len() / self.dtype.block_bytes().max(1);
-        let mut out = vec![0.0; n * BLOCK];
-        for (i, o) in out.chunks_exact_mut(BLOCK).enumerate() {
+        let n_el = self.dtype.block_elems().max(1);
+        let mut out = vec![0.0; n * n_el];
+        for (i, o) in out.chunks_exact_mut(n_el).enumerate() {
             self.dequantize_block(i, o);
         }
         out
@@ -399,10 +672,48 @@ impl QuantData {
 mod tests {
     use super::*;
 
+    /// A matrix of `dtype` in logical order: quantized from floats where a quantizer
+    /// exists, else arbitrary bytes and fields (every bit pattern is a valid block).
+    fn sample(dtype: DType, rows: usize, cols: usize) -> QuantData {
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 37) % 101) as f32 - 50.0)
+            .collect();
+        if let Some(q) = QuantData::quantize(dtype, &x, rows, cols) {
+            return q;
+        }
+        let n = rows * cols / dtype.block_elems();
+        let mut state = 0x9E37_79B9u32 ^ dtype as u32;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        QuantData {
+            dtype,
+            quants: (0..n * dtype.block_bytes()).map(|_| next() as u8).collect(),
+            scales: (0..n * dtype.scale_fields())
+                .map(|_| f16::from_f32((next() % 2001) as f32 / 1000.0 - 1.0))
+                .collect(),
+        }
+    }
+
+    /// Shapes `(rows, blocks per row, tile rows)` of the layout tests.
+    const SHAPES: [(usize, usize, usize); 6] = [
+        (1, 1, 8),
+        (9, 2, 8),
+        (8, 3, 4),
+        (3, 1, 1),
+        (0, 1, 8),
+        (17, 3, 8),
+    ];
+
     #[test]
     fn slots_are_a_bijection_and_regions_do_not_overlap() {
-        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
-            for (rows, cols, r) in [(1, 32, 8), (9, 64, 8), (8, 96, 4), (3, 32, 1), (0, 32, 8)] {
+        for kind in BlockType::ALL {
+            let dtype = kind.dtype();
+            for (rows, nb, r) in SHAPES {
+                let cols = nb * kind.elems();
                 let g = BlockGeometry::new(rows, cols, r, dtype).unwrap();
                 let (bb, f, nb) = (g.block_bytes(), g.fields(), g.blocks_per_row());
                 let mut q = vec![false; g.quant_bytes().unwrap()];
@@ -437,12 +748,11 @@ mod tests {
 
     #[test]
     fn tiling_then_gathering_gives_back_every_block() {
-        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
-            for (rows, cols, r) in [(1, 32, 8), (9, 64, 8), (17, 96, 8), (5, 32, 3), (2, 64, 1)] {
-                let x: Vec<f32> = (0..rows * cols)
-                    .map(|i| ((i * 37) % 101) as f32 - 50.0)
-                    .collect();
-                let q = QuantData::quantize(dtype, &x, rows, cols).unwrap();
+        for kind in BlockType::ALL {
+            let dtype = kind.dtype();
+            for (rows, nb, r) in SHAPES {
+                let cols = nb * kind.elems();
+                let q = sample(dtype, rows, cols);
                 let g = BlockGeometry::new(rows, cols, r, dtype).unwrap();
                 let t = q.tile(&g).unwrap();
                 let bb = g.block_bytes();
@@ -450,7 +760,7 @@ mod tests {
                     .chunks_exact(2)
                     .map(|c| f16::from_le_bytes([c[0], c[1]]))
                     .collect();
-                let (mut got, mut want) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
+                let (mut got, mut want) = ([0.0f32; SUPER_BLOCK], [0.0f32; SUPER_BLOCK]);
                 for row in 0..rows {
                     for b in 0..g.blocks_per_row() {
                         let i = row * g.blocks_per_row() + b;
@@ -467,8 +777,75 @@ mod tests {
     }
 
     #[test]
+    fn gguf_blocks_split_and_join_back() {
+        for kind in BlockType::ALL {
+            let raw: Vec<u8> = (0..kind.gguf_bytes()).map(|i| (i * 7 + 3) as u8).collect();
+            let mut q = vec![0u8; kind.quant_bytes()];
+            let (d, m) = kind.split_gguf(&raw, &mut q);
+            let at = kind.gguf_fields_at();
+            assert_eq!(d.to_le_bytes(), [raw[at], raw[at + 1]], "{kind:?}");
+            if kind.fields() == 2 {
+                assert_eq!(m.to_le_bytes(), [raw[at + 2], raw[at + 3]], "{kind:?}");
+            }
+            // The quant bytes are the others, in order.
+            let rest: Vec<u8> = raw
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !(at..at + 2 * kind.fields()).contains(i))
+                .map(|(_, &v)| v)
+                .collect();
+            assert_eq!(q, rest, "{kind:?}");
+            let mut back = vec![0u8; kind.gguf_bytes()];
+            kind.join_gguf(&q, d, m, &mut back);
+            assert_eq!(back, raw, "{kind:?}");
+            assert_eq!(kind.quant_bytes() % LANE, 0);
+            assert!(kind.quant_bytes() <= MAX_BLOCK_BYTES);
+            assert_eq!(kind.dtype().block_type(), Some(kind));
+        }
+    }
+
+    #[test]
+    fn k_quants_read_the_bits_ggml_documents() {
+        // Q4_K scales: sub-block 5 takes byte 9's low nibble and the top bits of byte 1.
+        let mut s = [0u8; 12];
+        s[1] = 0b1100_0000 | 7;
+        s[5] = 0b0100_0000 | 9;
+        s[9] = 0xA3;
+        assert_eq!(scale_min_k4(&s, 1), (7, 9));
+        assert_eq!(scale_min_k4(&s, 5), (0x3 | (3 << 4), 0xA | (1 << 4)));
+        // Q5_K: element 32 * 3 + 5 is the high nibble of qs[32 + 5] with bit 3 of qh[5].
+        let mut q = [0u8; 172];
+        q[44 + 32 + 5] = 0x90;
+        q[12 + 5] = 1 << 3;
+        q[3] = 5; // sub-block 3's scale: byte 3 & 63
+        assert_eq!(k_quant(BlockType::Q5_K, &q, 3 * 32 + 5).0, 9 | 16);
+        assert_eq!(k_quant(BlockType::Q5_K, &q, 3 * 32 + 5).1, 5);
+        // Q6_K: element 128 + 64 + 7 (half 1, quarter 2) is the high nibble of
+        // ql[64 + 7] with bits 4..6 of qh[32 + 7], minus 32; scale 12.
+        let mut q = [0u8; 208];
+        q[64 + 7] = 0x50;
+        q[128 + 32 + 7] = 0b10 << 4;
+        q[192 + 12] = (-3i8) as u8;
+        assert_eq!(
+            k_quant(BlockType::Q6_K, &q, 128 + 64 + 7),
+            ((5 | (2 << 4)) - 32, -3, 0)
+        );
+        // Q5_0: element 9 takes nibble 9 of qs and bit 1 of qh[1].
+        let mut q = [0u8; 20];
+        q[4 + 9] = 0x0C;
+        q[1] = 0b10;
+        assert_eq!(q5(&q, 9), 12 | 16);
+        assert_eq!(
+            block_value(DType::Q5_0, &q, f16::from_f32(0.5), f16::ZERO, 9),
+            6.0
+        );
+    }
+
+    #[test]
     fn geometry_rejects_what_it_cannot_describe() {
         assert!(BlockGeometry::new(4, 33, 8, DType::Q8_0).is_none());
+        assert!(BlockGeometry::new(4, 288, 8, DType::Q4_K).is_none());
+        assert!(BlockGeometry::new(4, 288, 8, DType::Q5_0).is_some());
         assert!(BlockGeometry::new(4, 32, 0, DType::Q8_0).is_none());
         assert!(BlockGeometry::new(4, 32, 8, DType::F32).is_none());
         assert!(BlockGeometry::new(usize::MAX, 32, 8, DType::Q4_1).is_none());
@@ -476,15 +853,23 @@ mod tests {
     }
 
     #[test]
-    fn smollm2_shapes_use_every_byte() {
-        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+    fn smollm2_and_gemma3_shapes_use_every_byte() {
+        for kind in BlockType::ALL {
+            let dtype = kind.dtype();
             for (rows, cols) in [
-                (576, 576),
+                (576usize, 576usize),
                 (192, 576),
                 (1536, 576),
                 (576, 1536),
                 (49152, 576),
+                (640, 640),
+                (2048, 640),
+                (640, 2048),
+                (262144, 640),
             ] {
+                if !cols.is_multiple_of(kind.elems()) {
+                    continue;
+                }
                 let g = BlockGeometry::new(rows, cols, 8, dtype).unwrap();
                 assert_eq!(g.line_utilization(), 1.0, "{dtype} {rows}x{cols}");
             }

@@ -178,10 +178,10 @@ impl TvlWriter {
         // (bytes expected, bytes given); quantized data: quant bytes and scale fields.
         let sizes = match &data {
             TensorData::Quant(q) => {
-                if !shape[1].is_multiple_of(crate::quant::BLOCK) {
+                if !shape[1].is_multiple_of(dtype.block_elems()) {
                     return Err(bad_layout());
                 }
-                let blocks = elems / crate::quant::BLOCK;
+                let blocks = elems / dtype.block_elems();
                 let want = blocks.checked_mul(dtype.block_bytes() + 2 * dtype.scale_fields());
                 let got = q.quants.len() + 2 * q.scales.len();
                 let fields_ok = q.scales.len() == blocks * dtype.scale_fields();

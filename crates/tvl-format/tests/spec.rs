@@ -87,12 +87,18 @@ fn constants_and_ids() {
         DType::Q8_0,
         DType::Q4_0,
         DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
     ];
+    assert_eq!(dtypes, DType::ALL);
     for (id, d) in dtypes.into_iter().enumerate() {
         assert_eq!(d as u32, id as u32);
         assert_eq!(DType::from_u32(id as u32), Some(d));
     }
-    assert_eq!(DType::from_u32(7), None, "id 7 and up are unknown");
+    assert_eq!(DType::from_u32(12), None, "id 12 and up are unknown");
     assert_eq!(
         dtypes.map(|d| (d.size(), d.is_float(), d.is_quantized())),
         [
@@ -102,12 +108,30 @@ fn constants_and_ids() {
             (4, false, false),
             (0, false, true),
             (0, false, true),
+            (0, false, true),
+            (0, false, true),
+            (0, false, true),
+            (0, false, true),
+            (0, false, true),
             (0, false, true)
         ]
     );
+    // (elements, quant bytes, fields) per block: the table of section 6.
     assert_eq!(
-        [DType::Q8_0, DType::Q4_0, DType::Q4_1].map(|d| (d.block_bytes(), d.scale_fields())),
-        [(32, 1), (16, 1), (16, 2)]
+        dtypes[4..]
+            .iter()
+            .map(|d| (d.block_elems(), d.block_bytes(), d.scale_fields()))
+            .collect::<Vec<_>>(),
+        vec![
+            (32, 32, 1),
+            (32, 16, 1),
+            (32, 16, 2),
+            (32, 20, 1),
+            (32, 20, 2),
+            (256, 140, 2),
+            (256, 172, 2),
+            (256, 208, 1)
+        ]
     );
     assert_eq!(
         (DType::F32.chunk_elems(), DType::F16.chunk_elems()),

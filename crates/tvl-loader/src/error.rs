@@ -347,7 +347,9 @@ pub enum LoadError {
         dtype: DType,
     },
     /// A block-quantized matrix whose column count is not a multiple of the block size.
-    #[error("tensor {index} ({name:?}): {cols} columns is not a whole number of 32-element blocks")]
+    #[error(
+        "tensor {index} ({name:?}): {cols} columns is not a whole number of {dtype} blocks of {} elements", dtype.block_elems()
+    )]
     PartialBlock {
         /// Position in the table.
         index: usize,
@@ -355,9 +357,11 @@ pub enum LoadError {
         name: String,
         /// Columns of the matrix.
         cols: u32,
+        /// The block type.
+        dtype: DType,
     },
     /// A quantized view was asked of a tensor that is not block-quantized.
-    #[error("tensor {name:?} is {dtype}, not a block-quantized (q8_0, q4_0, q4_1) matrix")]
+    #[error("tensor {name:?} is {dtype}, not a block-quantized matrix")]
     NotQuantized {
         /// Tensor name.
         name: String,

@@ -255,11 +255,12 @@ fn check_record(
             tile_rows: rec.tile_rows,
         });
     }
-    if layout == Layout::BlockTiled && !dims[1].is_multiple_of(tvl_format::quant::BLOCK as u32) {
+    if layout == Layout::BlockTiled && !(dims[1] as usize).is_multiple_of(dtype.block_elems()) {
         return Err(LoadError::PartialBlock {
             index,
             name: owned(),
             cols: dims[1],
+            dtype,
         });
     }
     let overflow = || LoadError::ShapeOverflow {

@@ -251,10 +251,10 @@ fn wrong_data_len() {
 
 #[test]
 fn unknown_dtype() {
-    // Dtype ids past Q4_1 are unknown to this reader and refused.
-    let e = patched(|b| patch_record(b, 2, |r| r.dtype = 7));
+    // Dtype ids past Q6_K (11) are unknown to this reader and refused.
+    let e = patched(|b| patch_record(b, 2, |r| r.dtype = 12));
     assert!(
-        matches!(&e, LoadError::UnknownDType { index: 2, name, dtype: 7 } if name == "t"),
+        matches!(&e, LoadError::UnknownDType { index: 2, name, dtype: 12 } if name == "t"),
         "{e:?}"
     );
     // A known block dtype in the plain layout is refused too.
