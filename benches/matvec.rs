@@ -57,8 +57,16 @@ fn bench_matvec(c: &mut Criterion) {
         DType::Q8_0,
         DType::Q4_0,
         DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
     ] {
         for (seed, &(rows, cols)) in SHAPES.iter().enumerate() {
+            if dtype.is_quantized() && !cols.is_multiple_of(dtype.block_elems()) {
+                continue; // (a K type needs rows of whole 256-element blocks)
+            }
             // The weights are built once per shape and shared by all backends.
             let first = Weights::random(rows, cols, TILE_ROWS, dtype, seed as u64);
             let nbytes = first.matrix().nbytes();

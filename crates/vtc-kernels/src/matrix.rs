@@ -3,7 +3,6 @@
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use tvl_format::quant::BLOCK;
 use tvl_format::{BlockGeometry, DType, TileGeometry};
 
 use crate::KernelError;
@@ -22,7 +21,7 @@ pub enum WeightSlice<'a> {
 /// The two regions of a block-tiled matrix (see [`BlockGeometry`]).
 #[derive(Clone, Copy, Debug)]
 pub struct QuantSlice<'a> {
-    /// `Q8_0`, `Q4_0` or `Q4_1`.
+    /// A block type.
     pub dtype: DType,
     /// The quant region, `quant_bytes` bytes.
     pub quants: &'a [u8],
@@ -227,7 +226,7 @@ impl<'a> Matrix<'a> {
         assert_eq!(out.len(), self.cols());
         match (self.data, &self.geom) {
             (WeightSlice::Quant(q), Geometry::Blocked(g)) => {
-                for (b, dst) in out.chunks_exact_mut(BLOCK).enumerate() {
+                for (b, dst) in out.chunks_exact_mut(g.block_elems()).enumerate() {
                     g.dequantize_at(q.quants, q.scales, row, b, dst);
                 }
             }

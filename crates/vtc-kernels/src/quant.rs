@@ -12,19 +12,29 @@
 //! sum  = Σ q_j  (exact)       s = d * sum
 //! ```
 //!
-//! Row `r` of a block-tiled matrix then gives, with each block's integer dot product
-//! `isum` computed exactly (`i32`), starting from `y = 0.0` and taking the blocks in
-//! order:
+//! Row `r` of a block-tiled matrix then gives, with each 32-element input block's
+//! integer dot product `isum` computed exactly (`i32`), starting from `y = 0.0` and
+//! taking the input blocks in order (a 256-element K-type block is 8 of them, its
+//! sub-block `k = b % 8`, with `d_w` and `m_w` / `dmin_w` the weight block's fields):
 //!
 //! ```text
 //! Q8_0:  isum = Σ_j w_j * q_j                 y = fma(isum, d_w * d, y)
 //! Q4_0:  isum = Σ_j nib_j * q_j - 8 * sum     y = fma(isum, d_w * d, y)
 //! Q4_1:  isum = Σ_j nib_j * q_j               y = fma(m_w, s, fma(isum, d_w * d, y))
+//! Q5_0:  isum = Σ_j q5_j * q_j - 16 * sum     y = fma(isum, d_w * d, y)
+//! Q5_1:  isum = Σ_j q5_j * q_j                y = fma(m_w, s, fma(isum, d_w * d, y))
+//! Q4_K,  isum = sc_k * Σ_j u_j * q_j          y = fma(isum, d_w * d, y)
+//! Q5_K:  msum = -(mn_k * sum)                 y = fma(msum, dmin_w * d, y)
+//! Q6_K:  isum = sc_2k * Σ_{j<16} u_j * q_j + sc_2k+1 * Σ_{j>=16} u_j * q_j
+//!                                             y = fma(isum, d_w * d, y)
 //! ```
 //!
-//! in f32, where `fma(a, b, c)` is `a * b + c` rounded once (IEEE fused multiply-add)
-//! and the product `d_w * d` is rounded. (`isum` converts to f32 exactly: it is at most
-//! `32 * 128 * 127 < 2^24` in magnitude.) The integer part is exact whatever
+//! in f32, where `fma(a, b, c)` is `a * b + c` rounded once (IEEE fused multiply-add),
+//! the products `d_w * d` and `dmin_w * d` are rounded, `u_j` is the K type's quant
+//! (`Q6_K`: its 6 bits minus 32) and `sc`, `mn` its sub-block scales and minimums
+//! (`tvl_format::quant::k_quant`). (Every `isum` and `msum` converts to f32 exactly:
+//! the largest, `Q6_K`'s, is at most `2 * 128 * 16 * 32 * 127 < 2^24` in magnitude.)
+//! The integer part is exact whatever
 //! instructions compute it (`maddubs`, `vpdpbusd`, `sdot`, scalar), and the float part
 //! is the same sequence of IEEE operations per row, so every backend (scalar, AVX2,
 //! AVX-512, NEON with or without SDOT) returns the same bits; a SIMD backend computes
@@ -37,8 +47,8 @@
 //! results.
 
 use half::f16;
-use tvl_format::quant::{BLOCK, nibble};
-use tvl_format::{BlockGeometry, DType};
+use tvl_format::BlockGeometry;
+use tvl_format::quant::{BLOCK, BlockType, k_quant, nibble, q5};
 
 use crate::{Geometry, Matrix, QuantSlice, WeightSlice};
 
@@ -52,6 +62,9 @@ pub struct Q8Vec {
     pub(crate) d: Vec<f32>,
     pub(crate) sum: Vec<i32>,
     pub(crate) s: Vec<f32>,
+    /// The integer sums of each half block (16 elements): `hsum[2b] + hsum[2b + 1] ==
+    /// sum[b]`, for kernels that take a half block's sum (`Q6_K`'s offset of 32).
+    pub(crate) hsum: Vec<i32>,
 }
 
 impl Q8Vec {
@@ -98,6 +111,15 @@ impl Q8Vec {
         self.d.resize(nb, 0.0);
         self.sum.resize(nb, 0);
         self.s.resize(nb, 0.0);
+        self.hsum.resize(2 * nb, 0);
+    }
+
+    /// Fill [`hsum`](Self::hsum) from the quantized values: the last step of every
+    /// backend's quantization (exact integers, so the same on all of them).
+    pub(crate) fn fill_half_sums(&mut self) {
+        for (h, q) in self.hsum.iter_mut().zip(self.qs.chunks_exact(BLOCK / 2)) {
+            *h = q.iter().map(|&v| v as i32).sum();
+        }
     }
 }
 
@@ -131,15 +153,50 @@ pub(crate) fn each_input(
     }
 }
 
-/// `$kernel::<$dot, K>($args)` with `K` the block kind of `$dtype` (`DType as u32`;
-/// Q8_0, Q4_0, else Q4_1): the one mapping from a matrix's dtype to the const
-/// parameter of the ISA kernels.
-macro_rules! by_dtype {
-    ($dtype:expr, $kernel:ident::<$dot:ty>($($args:expr),* $(,)?)) => {
-        match $dtype {
-            DType::Q8_0 => $kernel::<$dot, { DType::Q8_0 as u32 }>($($args),*),
-            DType::Q4_0 => $kernel::<$dot, { DType::Q4_0 as u32 }>($($args),*),
-            _ => $kernel::<$dot, { DType::Q4_1 as u32 }>($($args),*),
+/// A block type as a type parameter of the ISA kernels: they branch on `K::T` with
+/// exhaustive `match`es (folded at compile time), so a new [`BlockType`] fails to
+/// compile until every kernel handles it.
+pub(crate) trait Kind: Copy {
+    /// The block type.
+    const T: BlockType;
+}
+
+macro_rules! kinds {
+    ($($name:ident => $t:ident),* $(,)?) => {$(
+        #[doc = concat!("[`BlockType::", stringify!($t), "`] as a [`Kind`].")]
+        #[derive(Clone, Copy)]
+        #[allow(dead_code, non_camel_case_types)]
+        pub(crate) struct $name;
+        impl Kind for $name {
+            const T: BlockType = BlockType::$t;
+        }
+    )*};
+}
+kinds!(
+    KQ8_0 => Q8_0,
+    KQ4_0 => Q4_0,
+    KQ4_1 => Q4_1,
+    KQ5_0 => Q5_0,
+    KQ5_1 => Q5_1,
+    KQ4_K => Q4_K,
+    KQ5_K => Q5_K,
+    KQ6_K => Q6_K,
+);
+
+/// `$kernel::<$dot, K>($args)` with `K` the [`Kind`] of the block type `$kind`: the
+/// one mapping from a matrix's block type to the kernels' type parameter (exhaustive:
+/// no block type goes down another type's path).
+macro_rules! by_kind {
+    ($kind:expr, $kernel:ident::<$dot:ty>($($args:expr),* $(,)?)) => {
+        match $kind {
+            BlockType::Q8_0 => $kernel::<$dot, $crate::quant::KQ8_0>($($args),*),
+            BlockType::Q4_0 => $kernel::<$dot, $crate::quant::KQ4_0>($($args),*),
+            BlockType::Q4_1 => $kernel::<$dot, $crate::quant::KQ4_1>($($args),*),
+            BlockType::Q5_0 => $kernel::<$dot, $crate::quant::KQ5_0>($($args),*),
+            BlockType::Q5_1 => $kernel::<$dot, $crate::quant::KQ5_1>($($args),*),
+            BlockType::Q4_K => $kernel::<$dot, $crate::quant::KQ4_K>($($args),*),
+            BlockType::Q5_K => $kernel::<$dot, $crate::quant::KQ5_K>($($args),*),
+            BlockType::Q6_K => $kernel::<$dot, $crate::quant::KQ6_K>($($args),*),
         }
     };
 }
@@ -147,7 +204,7 @@ macro_rules! by_dtype {
     not(any(target_arch = "x86_64", target_arch = "aarch64")),
     allow(unused_imports)
 )]
-pub(crate) use by_dtype;
+pub(crate) use by_kind;
 
 /// `d` and `1 / d` of a block whose largest magnitude is `amax` (canonical).
 #[inline(always)]
@@ -212,38 +269,55 @@ pub(crate) fn check_batch<'a>(w: &Matrix<'a>, x: &[Q8Vec], y: &[f32]) -> QuantAr
     QuantArgs { q, g }
 }
 
-/// Exact integer dot product of block `b` of a row (quant bytes `wq`) with `x`.
+/// The integer parts of input block `xb` against sub-block `k` (the `k`-th 32
+/// elements) of a weight block with quant bytes `wq`: `(isum, msum)` of the canonical
+/// product (`msum` is 0 but for the K types with minimums).
 #[inline(always)]
-fn block_isum(dtype: DType, wq: &[u8], x: &Q8Vec, b: usize) -> i32 {
-    let xs = &x.qs[b * BLOCK..(b + 1) * BLOCK];
-    match dtype {
-        DType::Q8_0 => wq[..BLOCK]
-            .iter()
-            .zip(xs)
-            .map(|(&w, &q)| (w as i8) as i32 * q as i32)
-            .sum(),
-        DType::Q4_0 | DType::Q4_1 => {
-            let dot: i32 = (0..BLOCK)
-                .map(|j| nibble(wq, j) as i32 * xs[j] as i32)
-                .sum();
-            if dtype == DType::Q4_0 {
-                dot - 8 * x.sum[b]
-            } else {
-                dot
-            }
+fn sub_block_sums(kind: BlockType, wq: &[u8], k: usize, x: &Q8Vec, xb: usize) -> (i32, i32) {
+    let xs = &x.qs[xb * BLOCK..(xb + 1) * BLOCK];
+    let dot = |w: &dyn Fn(usize) -> i32| -> i32 { (0..BLOCK).map(|j| w(j) * xs[j] as i32).sum() };
+    match kind {
+        BlockType::Q8_0 => (dot(&|j| (wq[j] as i8) as i32), 0),
+        BlockType::Q4_0 => (dot(&|j| nibble(wq, j) as i32) - 8 * x.sum[xb], 0),
+        BlockType::Q4_1 => (dot(&|j| nibble(wq, j) as i32), 0),
+        BlockType::Q5_0 => (dot(&|j| q5(wq, j) as i32) - 16 * x.sum[xb], 0),
+        BlockType::Q5_1 => (dot(&|j| q5(wq, j) as i32), 0),
+        BlockType::Q4_K | BlockType::Q5_K => {
+            let (_, sc, mn) = k_quant(kind, wq, 32 * k);
+            let isum = dot(&|j| k_quant(kind, wq, 32 * k + j).0);
+            (sc * isum, -(mn * x.sum[xb]))
         }
-        other => unreachable!("not a block type: {other}"),
+        BlockType::Q6_K => {
+            let half = |h: usize| -> i32 {
+                let sc = k_quant(kind, wq, 32 * k + 16 * h).1;
+                let part: i32 = (16 * h..16 * h + 16)
+                    .map(|j| k_quant(kind, wq, 32 * k + j).0 * xs[j] as i32)
+                    .sum();
+                sc * part
+            };
+            (half(0) + half(1), 0)
+        }
     }
 }
 
-/// A row's sum `y` after block `b` (canonical float part).
+/// A row's sum `y` after input block `xb` (canonical float part), given its integer
+/// parts and the weight block's fields `dw`, `mw`.
 #[inline(always)]
-fn block_step(dtype: DType, y: f32, isum: i32, dw: f16, mw: f16, x: &Q8Vec, b: usize) -> f32 {
-    let y = (isum as f32).mul_add(dw.to_f32() * x.d[b], y);
-    if dtype == DType::Q4_1 {
-        mw.to_f32().mul_add(x.s[b], y)
-    } else {
-        y
+#[allow(clippy::too_many_arguments)]
+fn sub_block_step(
+    kind: BlockType,
+    y: f32,
+    (isum, msum): (i32, i32),
+    dw: f16,
+    mw: f16,
+    x: &Q8Vec,
+    xb: usize,
+) -> f32 {
+    let y = (isum as f32).mul_add(dw.to_f32() * x.d[xb], y);
+    match kind {
+        BlockType::Q4_1 | BlockType::Q5_1 => mw.to_f32().mul_add(x.s[xb], y),
+        BlockType::Q4_K | BlockType::Q5_K => (msum as f32).mul_add(mw.to_f32() * x.d[xb], y),
+        BlockType::Q8_0 | BlockType::Q4_0 | BlockType::Q5_0 | BlockType::Q6_K => y,
     }
 }
 
@@ -251,12 +325,17 @@ fn block_step(dtype: DType, y: f32, isum: i32, dw: f16, mw: f16, x: &Q8Vec, b: u
 /// SIMD backends' path for tile sizes they have no fast path for).
 pub(crate) fn matvec_ref(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut [f32]) {
     let QuantArgs { q, g } = a;
+    let kind = g.kind();
+    let per = kind.elems() / BLOCK;
     for (row, out) in y.iter_mut().enumerate() {
         let mut acc = 0.0f32;
         for b in 0..g.blocks_per_row() {
-            let isum = block_isum(q.dtype, &g.block_quants(q.quants, row, b), x, b);
+            let wq = g.block_quants(q.quants, row, b);
             let (dw, mw) = g.block_fields(q.scales, row, b);
-            acc = block_step(q.dtype, acc, isum, dw, mw, x, b);
+            for k in 0..per {
+                let sums = sub_block_sums(kind, &wq, k, x, b * per + k);
+                acc = sub_block_step(kind, acc, sums, dw, mw, x, b * per + k);
+            }
         }
         *out = acc;
     }

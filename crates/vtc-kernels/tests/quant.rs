@@ -7,11 +7,40 @@ mod common;
 
 use common::{Dist, QMat, Rng};
 use half::f16;
-use tvl_format::quant::BLOCK;
+use tvl_format::quant::{BLOCK, BlockType, k_quant, nibble, q5};
 use tvl_format::{DType, QuantData};
 use vtc_kernels::{Backend, Matrix, Q8Vec, QuantSlice, Scalar, WeightSlice};
 
-const QTYPES: [DType; 3] = [DType::Q8_0, DType::Q4_0, DType::Q4_1];
+/// Every block type.
+fn qtypes() -> [DType; 8] {
+    BlockType::ALL.map(BlockType::dtype)
+}
+
+/// The shapes `(rows, cols)` of `shapes` whose columns are whole blocks of `dtype`.
+fn whole(dtype: DType, shapes: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    shapes
+        .iter()
+        .copied()
+        .filter(|&(_, c)| c.is_multiple_of(dtype.block_elems()))
+        .collect()
+}
+
+/// Shapes for the products: ragged tiles (9, 17, 33 rows), one block, one super-block,
+/// 0 rows and 0 columns, SmolLM2's and Gemma 3's widths.
+const SHAPES: [(usize, usize); 12] = [
+    (1, 32),
+    (8, 64),
+    (9, 96),
+    (33, 576),
+    (64, 1536),
+    (0, 64),
+    (9, 0),
+    (1, 256),
+    (9, 512),
+    (17, 768),
+    (0, 256),
+    (16, 640),
+];
 
 /// Every backend this machine runs, plus the plain-NEON path where SDOT is present.
 fn backends() -> Vec<Box<dyn Backend>> {
@@ -33,23 +62,55 @@ fn same_bits(what: &str, got: &[f32], want: &[f32]) {
 }
 
 impl QMat {
-    /// f64 evaluation of the canonical formula: exact products of the integer parts,
-    /// then the float combination in f64, and the magnitude sum for the error bound.
+    /// f64 evaluation of the canonical formula: exact products of the integer parts
+    /// (each weight's exact value, from the format's definition of the type, not
+    /// through our dequantizer), then the float combination in f64, and the magnitude
+    /// sum of the terms the canonical order rounds, for the error bound.
     fn reference(&self, x: &Q8Vec) -> Vec<(f64, f64)> {
-        let nb = self.g.cols / BLOCK;
-        let w = self.data.dequantize(); // exact values q * d (+ m)
-        (0..self.g.rows)
+        let (rows, cols) = (self.g.rows, self.g.cols);
+        let kind = self.data.dtype.block_type().unwrap();
+        let (el, bb, f) = (kind.elems(), kind.quant_bytes(), kind.fields());
+        let nbw = cols / el;
+        (0..rows)
             .map(|r| {
                 let (mut y, mut mag) = (0.0f64, 0.0f64);
-                for b in 0..nb {
-                    let mut t = 0.0f64;
+                for b in 0..cols / BLOCK {
+                    let wb = r * nbw + b * BLOCK / el;
+                    let q = &self.data.quants[wb * bb..(wb + 1) * bb];
+                    let d = self.data.scales[wb * f].to_f64();
+                    let m = if f == 2 {
+                        self.data.scales[wb * f + 1].to_f64()
+                    } else {
+                        0.0
+                    };
+                    // (scale part, minimum part) of each weight, exactly.
+                    let parts = |j: usize| -> (f64, f64) {
+                        let e = (b * BLOCK) % el + j;
+                        match kind {
+                            BlockType::Q8_0 => (q[e] as i8 as f64 * d, 0.0),
+                            BlockType::Q4_0 => ((nibble(q, e) as f64 - 8.0) * d, 0.0),
+                            BlockType::Q4_1 => (nibble(q, e) as f64 * d, m),
+                            BlockType::Q5_0 => ((q5(q, e) as f64 - 16.0) * d, 0.0),
+                            BlockType::Q5_1 => (q5(q, e) as f64 * d, m),
+                            BlockType::Q4_K | BlockType::Q5_K => {
+                                let (v, sc, mn) = k_quant(kind, q, e);
+                                (d * sc as f64 * v as f64, -m * mn as f64)
+                            }
+                            BlockType::Q6_K => {
+                                let (v, sc, _) = k_quant(kind, q, e);
+                                (d * sc as f64 * v as f64, 0.0)
+                            }
+                        }
+                    };
+                    let (mut t, mut tm) = (0.0f64, 0.0f64);
                     for j in 0..BLOCK {
-                        let c = b * BLOCK + j;
-                        t +=
-                            w[r * self.g.cols + c] as f64 * x.qs()[c] as f64 * x.scales()[b] as f64;
+                        let xv = x.qs()[b * BLOCK + j] as f64 * x.scales()[b] as f64;
+                        let (a, mm) = parts(j);
+                        t += a * xv;
+                        tm += mm * xv;
                     }
-                    y += t;
-                    mag += t.abs();
+                    y += t + tm;
+                    mag += t.abs() + tm.abs();
                 }
                 (y, mag)
             })
@@ -124,16 +185,8 @@ fn quantize_rounds_ties_to_even_and_handles_zero_and_tiny_blocks() {
 #[test]
 fn matvec_q8_is_bit_identical_everywhere_and_right() {
     let mut rng = Rng(12);
-    for dtype in QTYPES {
-        for &(rows, cols) in &[
-            (1, 32),
-            (8, 64),
-            (9, 96),
-            (33, 576),
-            (64, 1536),
-            (0, 64),
-            (9, 0),
-        ] {
+    for dtype in qtypes() {
+        for (rows, cols) in whole(dtype, &SHAPES) {
             for tile_rows in [8, 4, 1, 3] {
                 let m = QMat::random(dtype, rows, cols, tile_rows, &mut rng, Dist::Unit);
                 let xs = rng.vec(cols, Dist::Wide);
@@ -176,8 +229,8 @@ fn matvec_q8_is_bit_identical_everywhere_and_right() {
 #[test]
 fn matmul_q8_rows_are_matvec_q8_bit_for_bit() {
     let mut rng = Rng(13);
-    for dtype in QTYPES {
-        for &(rows, cols) in &[(1, 32), (9, 96), (33, 576), (64, 1536), (0, 64), (9, 0)] {
+    for dtype in qtypes() {
+        for (rows, cols) in whole(dtype, &SHAPES) {
             for tile_rows in [8, 4, 3] {
                 let m = QMat::random(dtype, rows, cols, tile_rows, &mut rng, Dist::Unit);
                 let mat = m.matrix();
@@ -274,20 +327,80 @@ fn extreme_quants_do_not_saturate() {
     }
 }
 
+/// A block of `kind` whose every product is at its largest: all quant bits set for
+/// the types with unsigned quants (scales and minimums 63), and for `Q6_K` quants of
+/// -32 under scales of -128 (its largest integer sum, just under 2^24).
+fn extreme_block(kind: BlockType) -> Vec<u8> {
+    match kind {
+        BlockType::Q6_K => (0..208).map(|i| if i < 192 { 0 } else { 0x80 }).collect(),
+        _ => vec![0xFF; kind.quant_bytes()],
+    }
+}
+
+#[test]
+fn extreme_5_bit_and_k_quants_do_not_overflow() {
+    for kind in [
+        BlockType::Q5_0,
+        BlockType::Q5_1,
+        BlockType::Q4_K,
+        BlockType::Q5_K,
+        BlockType::Q6_K,
+    ] {
+        let dtype = kind.dtype();
+        let (rows, cols) = (8, 2 * kind.elems());
+        let n = rows * cols / kind.elems();
+        let data = QuantData {
+            dtype,
+            quants: extreme_block(kind).repeat(n),
+            scales: vec![f16::ONE; n * kind.fields()],
+        };
+        let m = QMat::from_data(data, rows, cols, 8);
+        for sign in [1.0f32, -1.0] {
+            let mut x = Q8Vec::new(cols);
+            Scalar.quantize_q8(&vec![sign; cols], &mut x);
+            let mut want = vec![0.0; rows];
+            Scalar.matvec_q8(&m.matrix(), &x, &mut want);
+            for (r, (exact, _)) in m.reference(&x).into_iter().enumerate() {
+                assert!(
+                    (want[r] as f64 - exact).abs() <= exact.abs() * 1e-6,
+                    "{dtype} sign {sign} row {r}: {} vs {exact}",
+                    want[r]
+                );
+            }
+            for be in backends() {
+                let mut y = vec![0.0; rows];
+                be.matvec_q8(&m.matrix(), &x, &mut y);
+                same_bits(&format!("{} {dtype} sign {sign}", be.name()), &y, &want);
+                let batch = vec![x.clone(); 5];
+                let mut y = vec![0.0; 5 * rows];
+                be.matmul_q8(&m.matrix(), &batch, &mut y);
+                for (t, yt) in y.chunks_exact(rows).enumerate() {
+                    same_bits(
+                        &format!("{} {dtype} sign {sign} batch {t}", be.name()),
+                        yt,
+                        &want,
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn row_into_dequantizes_like_the_format() {
     let mut rng = Rng(13);
-    for dtype in QTYPES {
-        let m = QMat::random(dtype, 11, 96, 8, &mut rng, Dist::Wide);
+    for dtype in qtypes() {
+        let cols = 3 * dtype.block_elems();
+        let m = QMat::random(dtype, 11, cols, 8, &mut rng, Dist::Wide);
         let all = m.data.dequantize();
         let mat = m.matrix();
-        let mut row = vec![0.0; 96];
+        let mut row = vec![0.0; cols];
         for r in 0..11 {
             mat.row_into(r, &mut row);
             same_bits(
                 &format!("{dtype} row {r}"),
                 &row,
-                &all[r * 96..(r + 1) * 96],
+                &all[r * cols..(r + 1) * cols],
             );
         }
     }

@@ -20,12 +20,11 @@
 
 use core::arch::aarch64::*;
 
-use tvl_format::DType;
-use tvl_format::quant::BLOCK;
+use tvl_format::quant::{BLOCK, BlockType};
 
 use super::Neon;
 use crate::Matrix;
-use crate::quant::{self, Q8Vec, QuantArgs, QuantKernels, block_scale};
+use crate::quant::{self, Kind, Q8Vec, QuantArgs, QuantKernels, block_scale};
 use crate::simd::Simd;
 
 /// Rows per tile of the fast path.
@@ -40,12 +39,12 @@ type Terms = [[int8x16_t; 2]; 8];
 trait Dot: Copy {
     /// Rows 0..4 and rows 4..8 of `Σ_i Σ_k w[i]_k * x[4i + k]` (each row in its own
     /// lane), where `x0 | x1` are the block's 32 inputs (|x| <= 127, as every
-    /// `quantize_q8` produces) and the weights are the quants of a `KIND` block: any
+    /// `quantize_q8` produces) and the weights are the quants of a `K` block: any
     /// i8 for `Q8_0`, nibbles 0..=15 otherwise.
     ///
     /// # Safety
     /// The CPU must support the instructions of the implementation.
-    unsafe fn block<const KIND: u32>(w: &Terms, x0: int8x16_t, x1: int8x16_t) -> [int32x4_t; 2];
+    unsafe fn block<K: Kind>(w: &Terms, x0: int8x16_t, x1: int8x16_t) -> [int32x4_t; 2];
 }
 
 /// Plain NEON: each term's inputs broadcast to every lane, products widened to i16
@@ -56,7 +55,7 @@ struct Widen;
 
 impl Dot for Widen {
     #[inline(always)]
-    unsafe fn block<const KIND: u32>(w: &Terms, x0: int8x16_t, x1: int8x16_t) -> [int32x4_t; 2] {
+    unsafe fn block<K: Kind>(w: &Terms, x0: int8x16_t, x1: int8x16_t) -> [int32x4_t; 2] {
         // SAFETY: NEON (baseline on this build); the intrinsics only touch registers.
         // Every i16 sum stays within i16 (bounds below), so the integer result is exact.
         unsafe {
@@ -77,7 +76,7 @@ impl Dot for Widen {
             // those of r2 and r3.
             let mut out = [vdupq_n_s32(0); 2];
             for (h, o) in out.iter_mut().enumerate() {
-                if KIND == DType::Q8_0 as u32 {
+                if K::T == BlockType::Q8_0 {
                     // |w| <= 128, |x| <= 127: a product is at most 16256 in magnitude,
                     // two 32512 <= i16::MAX. So two terms per i16 lane, then widen:
                     // `sadalp` adds byte pairs 0+1 and 2+3 of each row into i32.
@@ -169,7 +168,7 @@ unsafe fn sdot_terms<const L: usize>(
 
 impl Dot for Sdot {
     #[inline(always)]
-    unsafe fn block<const KIND: u32>(w: &Terms, x0: int8x16_t, x1: int8x16_t) -> [int32x4_t; 2] {
+    unsafe fn block<K: Kind>(w: &Terms, x0: int8x16_t, x1: int8x16_t) -> [int32x4_t; 2] {
         // SAFETY: dotprod is the caller's contract; the rest is NEON (baseline) on
         // registers. Integer adds are exact in any order.
         unsafe {
@@ -194,20 +193,20 @@ unsafe fn load_f16x4(p: *const u16) -> float32x4_t {
     unsafe { Neon::without_dotprod().load_f16(p) }
 }
 
-/// The terms of the `KIND` block whose interleaved quants (8 groups of 32 bytes for
+/// The terms of the `K` block whose interleaved quants (8 groups of 32 bytes for
 /// `Q8_0`, 4 for the 4-bit types) start at `qb`: a `Q8_0` group is one term, a 4-bit
 /// group two (term `g` its low nibbles, term `g + 4` its high nibbles).
 ///
 /// # Safety
 /// NEON; `qb` readable for `8 * block_bytes` bytes.
 #[inline(always)]
-unsafe fn load_terms<const KIND: u32>(qb: *const u8) -> Terms {
+unsafe fn load_terms<K: Kind>(qb: *const u8) -> Terms {
     // SAFETY: NEON (baseline); every load is inside the `8 * block_bytes` bytes at
     // `qb` (caller): 16-byte loads at `32 g` and `32 g + 16` for `g < 8` (`Q8_0`,
     // 256 bytes) or `g < 4` (4-bit, 128 bytes).
     unsafe {
         let mut w = [[vdupq_n_s8(0); 2]; 8];
-        if KIND == DType::Q8_0 as u32 {
+        if K::T == BlockType::Q8_0 {
             for (g, wg) in w.iter_mut().enumerate() {
                 let p = qb.add(32 * g).cast::<i8>();
                 *wg = [vld1q_s8(p), vld1q_s8(p.add(16))];
@@ -231,7 +230,7 @@ unsafe fn load_terms<const KIND: u32>(qb: *const u8) -> Terms {
 /// NEON and whatever `D` needs; `a.g.tile_rows == 8`; `x` and `y` checked by
 /// `quant::check`.
 #[inline(always)]
-unsafe fn matvec8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut [f32]) {
+unsafe fn matvec8<D: Dot, K: Kind>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut [f32]) {
     let (q, g) = (&a.q, &a.g);
     let nb = g.blocks_per_row();
     let bb = g.block_bytes();
@@ -249,9 +248,9 @@ unsafe fn matvec8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut
             for b in 0..nb {
                 let xp = x.qs.as_ptr().add(b * BLOCK);
                 let (x0, x1) = (vld1q_s8(xp), vld1q_s8(xp.add(16)));
-                let w = load_terms::<KIND>(qt.add(b * R * bb));
-                let mut isum = D::block::<KIND>(&w, x0, x1);
-                if KIND == DType::Q4_0 as u32 {
+                let w = load_terms::<K>(qt.add(b * R * bb));
+                let mut isum = D::block::<K>(&w, x0, x1);
+                if K::T == BlockType::Q4_0 {
                     let c = vdupq_n_s32(8 * x.sum[b]);
                     isum = isum.map(|i| vsubq_s32(i, c));
                 }
@@ -261,7 +260,7 @@ unsafe fn matvec8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut
                     // `vfmaq_f32(a, b, c)` is `a + b * c` rounded once.
                     let dw = load_f16x4(sb.add(4 * h));
                     acc[h] = vfmaq_f32(acc[h], vcvtq_f32_s32(isum[h]), vmulq_f32(dw, dx));
-                    if KIND == DType::Q4_1 as u32 {
+                    if K::T == BlockType::Q4_1 {
                         let mw = load_f16x4(sb.add(R + 4 * h));
                         acc[h] = vfmaq_f32(acc[h], mw, vdupq_n_f32(x.s[b]));
                     }
@@ -282,11 +281,23 @@ unsafe fn matvec8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut
 #[inline(always)]
 unsafe fn matvec_q8<D: Dot>(w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
     let a = quant::check(w, x, y);
-    if a.g.tile_rows != R {
+    let kind = a.g.kind();
+    if a.g.tile_rows != R || !has_fast_path(kind) {
         return quant::matvec_ref(&a, x, y);
     }
     // SAFETY: tile_rows == 8 and shapes checked; features are the caller's contract.
-    unsafe { quant::by_dtype!(a.q.dtype, matvec8::<D>(&a, x, y)) }
+    unsafe { quant::by_kind!(kind, matvec8::<D>(&a, x, y)) }
+}
+
+/// Whether the NEON kernels have a fast path for `kind` (the others take the
+/// canonical plain-Rust path, with the same bits).
+fn has_fast_path(kind: BlockType) -> bool {
+    match kind {
+        BlockType::Q8_0 | BlockType::Q4_0 | BlockType::Q4_1 => true,
+        BlockType::Q5_0 | BlockType::Q5_1 | BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => {
+            false
+        }
+    }
 }
 
 impl QuantKernels for Neon {

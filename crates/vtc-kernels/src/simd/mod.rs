@@ -178,7 +178,8 @@ macro_rules! simd_backend {
             }
 
             fn quantize_q8(&self, x: &[f32], out: &mut $crate::Q8Vec) {
-                $crate::quant::QuantKernels::quantize_q8(*self, x, out)
+                $crate::quant::QuantKernels::quantize_q8(*self, x, out);
+                out.fill_half_sums();
             }
 
             fn matvec_q8(&self, w: &$crate::Matrix<'_>, x: &$crate::Q8Vec, y: &mut [f32]) {

@@ -1,13 +1,16 @@
 //! Quantized products on x86-64: AVX2 (`maddubs` + `madd`) and AVX-512 VNNI
-//! (`vpdpbusd`). Both compute each block's exact integer dot product and then the
-//! canonical float combination (see `crate::quant`) for 8 rows at once, one row per
-//! lane, so they match Scalar bit for bit.
+//! (`vpdpbusd`). Both compute each 32-element input block's exact integer dot product
+//! and then the canonical float combination (see `crate::quant`) for 8 rows at once,
+//! one row per lane, so they match Scalar bit for bit.
 //!
 //! The layout does the transposition: a tile's quants hold the same 4 bytes of its 8
 //! rows side by side (`tvl_format::quant::LANE`), so one 32-byte load is one row per
 //! 32-bit lane, and multiplying it by the input's matching 4 bytes (broadcast) sums
 //! each row's products in its own lane. A block's 8 row sums come out in one vector:
-//! no horizontal adds, no permutes.
+//! no horizontal adds, no permutes. Every run of a block's quant bytes (a K type's
+//! packed scales, the 5th-bit plane, the nibbles) is a run of whole 32-byte groups of
+//! the tile, so the unpacking works on 8 rows at once too: shifts and masks per lane
+//! (the scales), per byte (the bits).
 //!
 //! One tile kernel (`tile_batch`) serves both products: the batched one (`matmul_q8`)
 //! runs it for up to 4 inputs at a time, each weight block loaded and unpacked once for
@@ -18,21 +21,19 @@
 
 use core::arch::x86_64::*;
 
-use tvl_format::quant::{BLOCK, LANE};
-use tvl_format::{BlockGeometry, DType};
+use tvl_format::BlockGeometry;
+use tvl_format::quant::{BLOCK, BlockType, LANE};
 
 use super::{Avx2, Avx512};
 use crate::Matrix;
-use crate::quant::{self, Q8Vec, QuantArgs, QuantKernels, block_scale};
+use crate::quant::{self, Kind, Q8Vec, QuantArgs, QuantKernels, block_scale};
 
 /// Rows per tile of the fast path: one row per 32-bit lane of a 256-bit vector.
 const R: usize = 8;
 
-/// 32-byte groups of a 4-bit block-tile (16 bytes per row, 4 per group and row).
-const G4: usize = 16 / LANE;
-
-/// 32-byte groups of a Q8_0 block-tile (32 bytes per row).
-const G8: usize = 32 / LANE;
+/// 32-byte groups of one 32-element block's 8-bit (or 5/6-bit, unpacked) weights of
+/// an 8-row tile, and of its input (4 elements per group).
+const GX: usize = BLOCK / LANE;
 
 /// How far ahead of the block-tile in use the quant stream is prefetched: 3 KiB (24
 /// block-tiles of 4-bit quants, 12 of Q8_0). Measured from 1 to 6 KiB, and
@@ -42,10 +43,9 @@ const G8: usize = 32 / LANE;
 const PREFETCH_AHEAD: usize = 3 << 10;
 
 /// Prefetch the block-tile [`PREFETCH_AHEAD`] bytes past the one at `qb` (`len`
-/// bytes, which divides it), one request per 64-byte line: the hardware prefetcher
-/// alone leaves a single core waiting on DRAM (every line requested: +25-30% streamed,
-/// against one request per tile). The addresses may lie past the matrix: a prefetch
-/// never faults.
+/// bytes), one request per 64-byte line: the hardware prefetcher alone leaves a single
+/// core waiting on DRAM (every line requested: +25-30% streamed, against one request
+/// per tile). The addresses may lie past the matrix: a prefetch never faults.
 #[inline(always)]
 fn prefetch_block(qb: *const u8, len: usize) {
     let ahead = qb.wrapping_add(PREFETCH_AHEAD);
@@ -62,22 +62,15 @@ trait Dot: Copy {
     /// per product call) instead of broadcasting 4 bytes per group and tile.
     const WIDE: bool;
 
-    /// `acc + dot(a, b)` per lane, for `|a| <= 128`, `|b| <= 127`.
+    /// `Σ_g dot(w[g], x[g])` per 32-bit lane, exactly, for weight bytes `w` of at most
+    /// `2^BITS - 1` (for `BITS = 8`: at most 128, the magnitudes of signed bytes) and
+    /// inputs `|x| <= 127`.
     ///
     /// # Safety
     /// The CPU must support the instructions of the implementation.
-    unsafe fn dot_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i;
-
-    /// `Σ_g dot(lo[g], xa[g]) + dot(hi[g], xb[g])` per lane, for nibbles `lo`, `hi`
-    /// (at most 15) and `|x| <= 127`: one block of 8 rows of 4-bit quants.
-    ///
-    /// # Safety
-    /// The CPU must support the instructions of the implementation.
-    unsafe fn nibbles(
-        lo: &[__m256i; G4],
-        hi: &[__m256i; G4],
-        xa: &[__m256i; G4],
-        xb: &[__m256i; G4],
+    unsafe fn dot_sum<const N: usize, const BITS: u32>(
+        w: &[__m256i; N],
+        x: &[__m256i; N],
     ) -> __m256i;
 }
 
@@ -91,33 +84,29 @@ impl Dot for Madd {
     const WIDE: bool = true;
 
     #[inline(always)]
-    unsafe fn dot_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: AVX2 (the caller's contract). No i16 saturation: |a| <= 128 and
-        // |b| <= 127 give pair sums of at most 2 * 128 * 127 = 32512 < 32767.
-        unsafe {
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1));
-            _mm256_add_epi32(acc, p)
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn nibbles(
-        lo: &[__m256i; G4],
-        hi: &[__m256i; G4],
-        xa: &[__m256i; G4],
-        xb: &[__m256i; G4],
+    unsafe fn dot_sum<const N: usize, const BITS: u32>(
+        w: &[__m256i; N],
+        x: &[__m256i; N],
     ) -> __m256i {
-        // SAFETY: AVX2 (the caller's contract). The sums stay in i16 until the end, so
-        // one `madd` widens them: a `maddubs` i16 is at most 2 * 15 * 127 = 3810 in
-        // magnitude, and the 8 added here at most 30480 < 32767.
+        // How many `maddubs` results add up in i16 without saturating: each is at most
+        // `2 * wmax * 127` (4 bits: 3810, 8 of them; 5 bits: 7874, 4; 6 bits: 16002,
+        // 2; 8 bits, |w| <= 128: 32512, 1), and the sum must stay <= 32767.
+        let wmax = if BITS >= 8 { 128 } else { (1 << BITS) - 1 };
+        let per = (32767 / (2 * wmax * 127)).max(1) as usize;
+        // SAFETY: AVX2 (the caller's contract); by the bound above no i16 saturates.
         unsafe {
-            let mut p = _mm256_setzero_si256();
-            for g in 0..G4 {
-                let l = _mm256_maddubs_epi16(lo[g], xa[g]);
-                let h = _mm256_maddubs_epi16(hi[g], xb[g]);
-                p = _mm256_add_epi16(p, _mm256_add_epi16(l, h));
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = _mm256_setzero_si256();
+            let mut g = 0;
+            while g < N {
+                let mut p = _mm256_maddubs_epi16(w[g], x[g]);
+                for k in g + 1..(g + per).min(N) {
+                    p = _mm256_add_epi16(p, _mm256_maddubs_epi16(w[k], x[k]));
+                }
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
+                g += per;
             }
-            _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+            acc
         }
     }
 }
@@ -131,24 +120,15 @@ impl Dot for Vnni {
     const WIDE: bool = false;
 
     #[inline(always)]
-    unsafe fn dot_acc(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
-        // SAFETY: AVX-512 VNNI + VL (the caller's contract).
-        unsafe { _mm256_dpbusd_epi32(acc, a, b) }
-    }
-
-    #[inline(always)]
-    unsafe fn nibbles(
-        lo: &[__m256i; G4],
-        hi: &[__m256i; G4],
-        xa: &[__m256i; G4],
-        xb: &[__m256i; G4],
+    unsafe fn dot_sum<const N: usize, const BITS: u32>(
+        w: &[__m256i; N],
+        x: &[__m256i; N],
     ) -> __m256i {
         // SAFETY: AVX-512 VNNI + VL (the caller's contract).
         unsafe {
             let mut acc = _mm256_setzero_si256();
-            for g in 0..G4 {
-                acc = _mm256_dpbusd_epi32(acc, lo[g], xa[g]);
-                acc = _mm256_dpbusd_epi32(acc, hi[g], xb[g]);
+            for g in 0..N {
+                acc = _mm256_dpbusd_epi32(acc, w[g], x[g]);
             }
             acc
         }
@@ -165,15 +145,24 @@ unsafe fn broadcast4(p: *const i8) -> __m256i {
     unsafe { _mm256_set1_epi32(p.cast::<i32>().read_unaligned()) }
 }
 
-/// The low and high nibbles of the 32 bytes at `p`, one per byte.
+/// The 32 bytes at `p`.
 ///
 /// # Safety
 /// AVX2; `p` readable for 32 bytes.
 #[inline(always)]
-unsafe fn unpack(p: *const u8) -> (__m256i, __m256i) {
-    // SAFETY: AVX2; 32 readable bytes at `p` (caller).
+unsafe fn load(p: *const u8) -> __m256i {
+    // SAFETY: the caller's contract.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+/// The low and high nibbles of `v`, one per byte.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn nibbles(v: __m256i) -> (__m256i, __m256i) {
+    // SAFETY: AVX2 (caller).
     unsafe {
-        let v = _mm256_loadu_si256(p.cast());
         let mask = _mm256_set1_epi8(0x0F);
         let lo = _mm256_and_si256(v, mask);
         let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
@@ -181,28 +170,83 @@ unsafe fn unpack(p: *const u8) -> (__m256i, __m256i) {
     }
 }
 
-/// The 4-bit quants of one block-tile at `qb` (8 rows x 16 bytes, interleaved 4 at a
-/// time): `(low nibbles, high nibbles)` per 32-byte group.
+/// The 32 quants of a 32-element 4-bit block of 8 rows at `qb` (16 bytes per row,
+/// 4 groups; GGUF order: byte `j` holds elements `j` and `j + 16`), as 8 groups in
+/// element order: the low nibbles of groups 0..4, then their high nibbles.
 ///
 /// # Safety
 /// AVX2; `qb` readable for 128 bytes.
 #[inline(always)]
-unsafe fn unpack_block(qb: *const u8) -> ([__m256i; G4], [__m256i; G4]) {
-    // SAFETY: AVX2 (caller); group `g < 4` is 32 bytes at `32 g`, inside the
-    // caller's 128.
+unsafe fn q4_groups(qb: *const u8) -> [__m256i; GX] {
+    // SAFETY: AVX2 (caller); group `g < 4` is 32 bytes at `32 g`, inside the 128.
     unsafe {
-        let [(l0, h0), (l1, h1), (l2, h2), (l3, h3)] = [
-            unpack(qb),
-            unpack(qb.add(32)),
-            unpack(qb.add(64)),
-            unpack(qb.add(96)),
-        ];
-        ([l0, l1, l2, l3], [h0, h1, h2, h3])
+        let [(l0, h0), (l1, h1), (l2, h2), (l3, h3)] =
+            [0, 1, 2, 3].map(|g| nibbles(load(qb.add(32 * g))));
+        [l0, l1, l2, l3, h0, h1, h2, h3]
     }
 }
 
-/// Groups of 4 input bytes per block.
-const GX: usize = BLOCK / LANE;
+/// Per byte, `0x10` where bit `e + i` of the lane's little-endian `u32` in `qh` is set
+/// (`i` the byte's place in its lane), else 0: the 5th bits of elements `e..e + 4` of
+/// every row (`e % 4 == 0`).
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn fifth_bits(qh: __m256i, e: usize) -> __m256i {
+    // SAFETY: AVX2 (caller).
+    unsafe {
+        // Byte `e / 8` of each lane into all 4 bytes of the lane (`pshufb` works per
+        // 128-bit half: lanes at 0, 4, 8, 12 of each).
+        let base = _mm256_setr_epi32(
+            0,
+            0x0404_0404,
+            0x0808_0808,
+            0x0C0C_0C0C,
+            0,
+            0x0404_0404,
+            0x0808_0808,
+            0x0C0C_0C0C,
+        );
+        let ctrl = _mm256_add_epi8(base, _mm256_set1_epi8((e / 8) as i8));
+        let b = (e % 8) as u32;
+        let bits = u32::from_le_bytes([1 << b, 1 << (b + 1), 1 << (b + 2), 1 << (b + 3)]);
+        let mask = _mm256_set1_epi32(bits as i32);
+        let t = _mm256_and_si256(_mm256_shuffle_epi8(qh, ctrl), mask);
+        _mm256_and_si256(_mm256_cmpeq_epi8(t, mask), _mm256_set1_epi8(0x10))
+    }
+}
+
+/// The 5-bit quants of a `Q5_0` / `Q5_1` block of 8 rows at `qb` (`qh`, one lane per
+/// row, then the nibbles), as 8 groups in element order.
+///
+/// # Safety
+/// AVX2; `qb` readable for 160 bytes.
+#[inline(always)]
+unsafe fn q5_groups(qb: *const u8) -> [__m256i; GX] {
+    // SAFETY: AVX2 (caller); `qh` is the 32 bytes at `qb`, the nibbles the 128 after.
+    unsafe {
+        let qh = load(qb);
+        let mut w = q4_groups(qb.add(32));
+        for (g, wg) in w.iter_mut().enumerate() {
+            *wg = _mm256_or_si256(*wg, fifth_bits(qh, 4 * g));
+        }
+        w
+    }
+}
+
+/// Groups of one 32-element input block: elements `4g..4g + 4` in every lane.
+type Inputs = [__m256i; GX];
+
+/// The 8 input groups of input block `xb` of `x` (see [`input_group`]).
+///
+/// # Safety
+/// As [`input_group`].
+#[inline(always)]
+unsafe fn inputs<D: Dot, K: Kind>(x: &Q8Vec, wide: *const Wide, xb: usize) -> Inputs {
+    // SAFETY: groups `0..8` of block `xb` (caller's contract).
+    unsafe { core::array::from_fn(|g| input_group::<D, K>(x, wide, xb, g)) }
+}
 
 /// One group of 4 input bytes in every 32-bit lane: the broadcast form of the input
 /// that [`Madd`] reads, 8 times the size of the int8 input.
@@ -216,18 +260,33 @@ std::thread_local! {
     static SCRATCH: core::cell::Cell<Vec<Wide>> = const { core::cell::Cell::new(Vec::new()) };
 }
 
+/// Whether the kernels of `kind` read the broadcast form of their inputs when `D`
+/// can ([`Dot::WIDE`]): not `Q8_0`, whose products broadcast their inputs (measured
+/// no faster from the broadcast form).
+fn reads_wide(kind: BlockType) -> bool {
+    match kind {
+        BlockType::Q8_0 => false,
+        BlockType::Q4_0
+        | BlockType::Q4_1
+        | BlockType::Q5_0
+        | BlockType::Q5_1
+        | BlockType::Q4_K
+        | BlockType::Q5_K
+        | BlockType::Q6_K => true,
+    }
+}
+
 /// The broadcast form of the inputs `xs` (each of `cols` elements), one after
 /// another, `cols / 4` groups each: group `k` of an input holds its bytes `4k..4k + 4`
 /// in every lane. Taken from this thread's scratch (give it back with
-/// [`give_back`]); empty when `D` does not read it or `KIND` is Q8_0 (whose
-/// products broadcast their inputs: measured no faster from the broadcast form).
+/// [`give_back`]); empty unless `D` and `K` read it ([`reads_wide`]).
 ///
 /// # Safety
 /// AVX2; every input of `xs` has `cols` elements.
 #[inline(always)]
-unsafe fn widen<D: Dot, const KIND: u32>(xs: &[Q8Vec], cols: usize) -> Vec<Wide> {
+unsafe fn widen<D: Dot, K: Kind>(xs: &[Q8Vec], cols: usize) -> Vec<Wide> {
     let mut wide = SCRATCH.take();
-    if D::WIDE && KIND != DType::Q8_0 as u32 {
+    if D::WIDE && reads_wide(K::T) {
         let per = cols / LANE;
         if wide.len() < xs.len() * per {
             wide.resize(xs.len() * per, Wide::default());
@@ -253,41 +312,28 @@ fn give_back(wide: Vec<Wide>) {
     SCRATCH.set(wide);
 }
 
-/// Input group `g < 8` (elements `4g..4g + 4`) of block `b` of `x`, in every lane:
-/// from the broadcast form `wide` of `x` (see [`widen`]) when `D` reads it, else
-/// broadcast from `x` itself.
+/// Input group `g < 8` (elements `4g..4g + 4`) of input block `xb` of `x`, in every
+/// lane: from the broadcast form `wide` of `x` (see [`widen`]) when `D` and `K` read
+/// it, else broadcast from `x` itself.
 ///
 /// # Safety
-/// AVX2; `b` a block of `x`; if `D::WIDE`, `wide` points at the broadcast form of `x`.
+/// AVX2; `xb` a block of `x`; if `D::WIDE` and `reads_wide(K::T)`, `wide` points at
+/// the broadcast form of `x`.
 #[inline(always)]
-unsafe fn input_group<D: Dot>(x: &Q8Vec, wide: *const Wide, b: usize, g: usize) -> __m256i {
-    // SAFETY: group `GX b + g` of the broadcast form, or bytes `32 b + 4 g..` of `x`,
-    // inside `x` (caller's contract); AVX2 (caller).
-    unsafe {
-        if D::WIDE {
-            _mm256_load_si256(wide.add(b * GX + g).cast())
-        } else {
-            broadcast4(x.qs.as_ptr().add(b * BLOCK + LANE * g))
-        }
-    }
-}
-
-/// Input block `b` of `x` as the 4-bit groups need it: elements `4g..4g + 4`
-/// (multiplying the low nibbles of group `g`) and `16 + 4g..` (the high nibbles),
-/// each in every lane (see [`input_group`]).
-///
-/// # Safety
-/// As [`input_group`].
-#[inline(always)]
-unsafe fn nibble_inputs<D: Dot>(
+unsafe fn input_group<D: Dot, K: Kind>(
     x: &Q8Vec,
     wide: *const Wide,
-    b: usize,
-) -> ([__m256i; G4], [__m256i; G4]) {
-    // SAFETY: groups `0..8` of block `b` (caller's contract).
+    xb: usize,
+    g: usize,
+) -> __m256i {
+    // SAFETY: group `GX xb + g` of the broadcast form, or bytes `32 xb + 4 g..` of
+    // `x`, inside `x` (caller's contract); AVX2 (caller).
     unsafe {
-        let at = |g: usize| input_group::<D>(x, wide, b, g);
-        ([at(0), at(1), at(2), at(3)], [at(4), at(5), at(6), at(7)])
+        if D::WIDE && reads_wide(K::T) {
+            _mm256_load_si256(wide.add(xb * GX + g).cast())
+        } else {
+            broadcast4(x.qs.as_ptr().add(xb * BLOCK + LANE * g))
+        }
     }
 }
 
@@ -295,15 +341,15 @@ unsafe fn nibble_inputs<D: Dot>(
 /// tile.
 ///
 /// # Safety
-/// AVX2, FMA, F16C and whatever `D` needs; `a.g.tile_rows == 8`; `x` and `y` checked
-/// by `quant::check`.
+/// AVX2, FMA, F16C and whatever `D` needs; `a.g.tile_rows == 8` and `a.g.kind() ==
+/// K::T`; `x` and `y` checked by `quant::check`.
 #[inline(always)]
-unsafe fn matvec8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut [f32]) {
+unsafe fn matvec8<D: Dot, K: Kind>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut [f32]) {
     let (q, g) = (&a.q, &a.g);
-    debug_assert_eq!(g.tile_rows, R);
+    debug_assert_eq!((g.tile_rows, g.kind()), (R, K::T));
     let xs = core::slice::from_ref(x);
     // SAFETY: AVX2 (caller); `x` has `g.cols` elements (`quant::check`).
-    let wide = unsafe { widen::<D, KIND>(xs, g.cols) };
+    let wide = unsafe { widen::<D, K>(xs, g.cols) };
     for (t, yt) in y.chunks_mut(R).enumerate() {
         // SAFETY: tile `t < n_tiles` (y has rows <= n_tiles * 8 entries) lies inside
         // the quant and scale slices (`Matrix::new` checked their lengths); `x` has
@@ -311,7 +357,7 @@ unsafe fn matvec8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut
         unsafe {
             let qt = q.quants.as_ptr().add(t * g.tile_quant_bytes());
             let st = q.scales.as_ptr().add(t * g.tile_scales()).cast::<u16>();
-            let [acc] = tile_batch::<D, KIND, 1>(g, qt, st, xs, wide.as_ptr());
+            let [acc] = tile_batch::<D, K, 1>(g, qt, st, xs, wide.as_ptr());
             let mut out = [0.0f32; R];
             _mm256_storeu_ps(out.as_mut_ptr(), acc);
             yt.copy_from_slice(&out[..yt.len()]);
@@ -320,17 +366,17 @@ unsafe fn matvec8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut
     give_back(wide);
 }
 
-/// The f32 scales `d_w` (and mins `m_w` for Q4_1, else zeros) of one block of an 8-row
-/// tile, from its f16 scales at `sb`.
+/// The f32 fields of one block of an 8-row tile from its f16 scales at `sb`: `d_w`,
+/// and the second field (`m_w` or `dmin_w`; zeros for one-field types).
 ///
 /// # Safety
 /// AVX2 and F16C; `sb` readable for `8 * fields` values.
 #[inline(always)]
-unsafe fn scales<const KIND: u32>(sb: *const u16) -> (__m256, __m256) {
+unsafe fn fields<K: Kind>(sb: *const u16) -> (__m256, __m256) {
     // SAFETY: the caller's contract.
     unsafe {
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(sb.cast()));
-        let mw = if KIND == DType::Q4_1 as u32 {
+        let mw = if K::T.fields() == 2 {
             _mm256_cvtph_ps(_mm_loadu_si128(sb.add(R).cast()))
         } else {
             _mm256_setzero_ps()
@@ -339,29 +385,148 @@ unsafe fn scales<const KIND: u32>(sb: *const u16) -> (__m256, __m256) {
     }
 }
 
-/// The canonical float part of block `b` for 8 rows (one per lane): `acc` becomes
-/// `fma(isum, d_w * d, acc)`, then for Q4_1 `fma(m_w, s, acc)`.
+/// `fma(isum, d_w * d, acc)` for input block `xb`, 8 rows (one per lane).
 ///
 /// # Safety
-/// AVX2 and FMA; `b` a block of `x`.
+/// AVX2 and FMA; `xb` a block of `x`.
 #[inline(always)]
-unsafe fn accumulate<const KIND: u32>(
+unsafe fn step(acc: __m256, isum: __m256, dw: __m256, x: &Q8Vec, xb: usize) -> __m256 {
+    // SAFETY: AVX2 and FMA (caller).
+    unsafe { _mm256_fmadd_ps(isum, _mm256_mul_ps(dw, _mm256_set1_ps(x.d[xb])), acc) }
+}
+
+/// The canonical float part of a 32-element block `xb` of the types without
+/// sub-blocks, for 8 rows: `fma(isum, d_w * d, acc)`, then `fma(m_w, s, acc)` for the
+/// types with a minimum.
+///
+/// # Safety
+/// AVX2 and FMA; `xb` a block of `x`.
+#[inline(always)]
+unsafe fn accumulate<K: Kind>(
     acc: __m256,
     isum: __m256i,
     dw: __m256,
     mw: __m256,
     x: &Q8Vec,
-    b: usize,
+    xb: usize,
 ) -> __m256 {
     // SAFETY: AVX2 and FMA (caller).
     unsafe {
-        let scale = _mm256_mul_ps(dw, _mm256_set1_ps(x.d[b]));
-        let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
-        if KIND == DType::Q4_1 as u32 {
-            _mm256_fmadd_ps(mw, _mm256_set1_ps(x.s[b]), acc)
+        let acc = step(acc, _mm256_cvtepi32_ps(isum), dw, x, xb);
+        if K::T.fields() == 2 {
+            _mm256_fmadd_ps(mw, _mm256_set1_ps(x.s[xb]), acc)
         } else {
             acc
         }
+    }
+}
+
+/// The canonical float part of sub-block input `xb` of a `Q4_K` / `Q5_K` block for 8
+/// rows: `fma(sc * isum, d_w * d, acc)` then `fma(-(mn * sum), dmin_w * d, acc)`, the
+/// integer products taken in f32, where they are exact (`sc * isum < 63 * 125984 <
+/// 2^23`, `mn * sum < 63 * 4064`).
+///
+/// # Safety
+/// AVX2 and FMA; `xb` a block of `x`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn accumulate_k(
+    acc: __m256,
+    isum: __m256i,
+    (sc, mn): (__m256, __m256),
+    dw: __m256,
+    dmin: __m256,
+    x: &Q8Vec,
+    xb: usize,
+) -> __m256 {
+    // SAFETY: AVX2 and FMA (caller).
+    unsafe {
+        let acc = step(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(isum), sc), dw, x, xb);
+        let msum = _mm256_mul_ps(mn, _mm256_set1_ps(-(x.sum[xb] as f32)));
+        _mm256_fmadd_ps(msum, _mm256_mul_ps(dmin, _mm256_set1_ps(x.d[xb])), acc)
+    }
+}
+
+/// Each lane shifted right by `n` bits (`n < 32`).
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn srl32(v: __m256i, n: u32) -> __m256i {
+    // SAFETY: AVX2 (caller).
+    unsafe { _mm256_srlv_epi32(v, _mm256_set1_epi32(n as i32)) }
+}
+
+/// The 6-bit scales and minimums of the 8 sub-blocks of a `Q4_K` / `Q5_K` block of 8
+/// rows, from the packed scales at `sp` (12 bytes per row: 3 groups), as f32 (exact):
+/// ggml's `get_scale_min_k4` per lane (`tvl_format::quant::scale_min_k4`).
+///
+/// # Safety
+/// AVX2; `sp` readable for 96 bytes.
+#[inline(always)]
+unsafe fn k4_scales(sp: *const u8) -> [(__m256, __m256); 8] {
+    // SAFETY: AVX2 (caller); the 3 groups are the 96 bytes at `sp`.
+    unsafe {
+        let [g0, g1, g2] = [0, 1, 2].map(|i| load(sp.add(32 * i)));
+        let (m6, m4, m2) = (
+            _mm256_set1_epi32(63),
+            _mm256_set1_epi32(15),
+            _mm256_set1_epi32(3),
+        );
+        core::array::from_fn(|j| {
+            let (sc, mn) = if j < 4 {
+                let n = 8 * j as u32;
+                (
+                    _mm256_and_si256(srl32(g0, n), m6),
+                    _mm256_and_si256(srl32(g1, n), m6),
+                )
+            } else {
+                let n = 8 * (j as u32 - 4);
+                let top = |g| _mm256_slli_epi32::<4>(_mm256_and_si256(srl32(g, n + 6), m2));
+                (
+                    _mm256_or_si256(_mm256_and_si256(srl32(g2, n), m4), top(g0)),
+                    _mm256_or_si256(_mm256_and_si256(srl32(g2, n + 4), m4), top(g1)),
+                )
+            };
+            (_mm256_cvtepi32_ps(sc), _mm256_cvtepi32_ps(mn))
+        })
+    }
+}
+
+/// Per byte, bit `s` of `v` moved to bit 4 (`0x10` or 0): a `Q5_K` sub-block's 5th
+/// bits. A 16-bit shift crosses bytes, but the bits it moves across land outside bit
+/// 4 of the other byte.
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn bit_to_4(v: __m256i, s: u32) -> __m256i {
+    // SAFETY: AVX2 (caller).
+    unsafe {
+        let moved = if s <= 4 {
+            _mm256_sll_epi16(v, _mm_cvtsi32_si128(4 - s as i32))
+        } else {
+            _mm256_srl_epi16(v, _mm_cvtsi32_si128(s as i32 - 4))
+        };
+        _mm256_and_si256(moved, _mm256_set1_epi8(0x10))
+    }
+}
+
+/// Per byte, bits `2k..2k + 2` of `v` moved to bits 4..6: a `Q6_K` quarter's high bits.
+/// (As in [`bit_to_4`], what crosses bytes lands outside bits 4..6.)
+///
+/// # Safety
+/// AVX2.
+#[inline(always)]
+unsafe fn bits_to_45(v: __m256i, k: u32) -> __m256i {
+    // SAFETY: AVX2 (caller).
+    unsafe {
+        let moved = if 2 * k <= 4 {
+            _mm256_sll_epi16(v, _mm_cvtsi32_si128(4 - 2 * k as i32))
+        } else {
+            _mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * k as i32 - 4))
+        };
+        _mm256_and_si256(moved, _mm256_set1_epi8(0x30))
     }
 }
 
@@ -374,11 +539,11 @@ const TB: usize = 4;
 ///
 /// # Safety
 /// AVX2, FMA, F16C and whatever `D` needs; `qt` and `st` point at a whole tile of the
-/// geometry `g` (8 rows); `xs.len() == T`, each of `g.cols` elements; if `D::WIDE`
-/// and `KIND` is 4-bit, `wide` points at their broadcast forms, one after another
-/// (see [`widen`]).
+/// geometry `g` (8 rows, of block type `K::T`); `xs.len() == T`, each of `g.cols`
+/// elements; if `D::WIDE` and `K` reads it ([`reads_wide`]), `wide` points at their broadcast forms,
+/// one after another (see [`widen`]).
 #[inline(always)]
-unsafe fn tile_batch<D: Dot, const KIND: u32, const T: usize>(
+unsafe fn tile_batch<D: Dot, K: Kind, const T: usize>(
     g: &BlockGeometry,
     qt: *const u8,
     st: *const u16,
@@ -386,46 +551,150 @@ unsafe fn tile_batch<D: Dot, const KIND: u32, const T: usize>(
     wide: *const Wide,
 ) -> [__m256; T] {
     let (nb, bb, f) = (g.blocks_per_row(), g.block_bytes(), g.fields());
+    // Input blocks of 32 per weight block.
+    let per = K::T.elems() / BLOCK;
     debug_assert_eq!(xs.len(), T);
     // Input `j`'s broadcast form (computed only when `D` reads it).
-    let wide_of = |j: usize| wide.wrapping_add(j * nb * GX);
+    let wide_of = |j: usize| wide.wrapping_add(j * nb * per * GX);
     // SAFETY: block `b < nb` of the tile is `R * bb` quant bytes at `b * R * bb` and
-    // `R * f` scales at `b * f * R` (the caller's tile); block `b` of every input is 32
-    // bytes at `32 b` (each has `g.cols = 32 nb` elements), and its broadcast form
-    // (read for 4-bit kinds only) groups `8 b..8 b + 8` of the `nb * 8` at
-    // `wide_of(j)`. Features: the caller's.
+    // `R * f` scales at `b * f * R` (the caller's tile), and every load below lies in
+    // its quant bytes (each run of a block's `bb` bytes is `R` times as long in the
+    // tile, at `R` times its offset); input block `xb < nb * per` of every input is 32
+    // bytes at `32 xb` (each has `g.cols = 32 nb per` elements), and its broadcast form
+    // (read when `D::WIDE`) groups `8 xb..8 xb + 8` at `wide_of(j)`. Features: the
+    // caller's.
     unsafe {
         let mut acc = [_mm256_setzero_ps(); T];
         for b in 0..nb {
             let qb = qt.add(b * R * bb);
             prefetch_block(qb, R * bb);
-            let (dw, mw) = scales::<KIND>(st.add(b * f * R));
-            if KIND == DType::Q8_0 as u32 {
-                // `maddubs` and `vpdpbusd` multiply unsigned by signed bytes, so the
-                // weights' signs move onto the input: `|w| * (sign(w) x)`.
-                let mut w = [_mm256_setzero_si256(); G8];
-                let mut aw = [_mm256_setzero_si256(); G8];
-                for g in 0..G8 {
-                    w[g] = _mm256_loadu_si256(qb.add(32 * g).cast());
-                    aw[g] = _mm256_sign_epi8(w[g], w[g]);
-                }
-                for j in 0..T {
-                    let mut isum = _mm256_setzero_si256();
-                    for g in 0..G8 {
-                        let xg = broadcast4(xs[j].qs.as_ptr().add(b * BLOCK + LANE * g));
-                        isum = D::dot_acc(isum, aw[g], _mm256_sign_epi8(xg, w[g]));
+            let (dw, mw) = fields::<K>(st.add(b * f * R));
+            match K::T {
+                BlockType::Q8_0 => {
+                    // `maddubs` and `vpdpbusd` multiply unsigned by signed bytes, so the
+                    // weights' signs move onto the input: `|w| * (sign(w) x)`.
+                    let w: [__m256i; GX] = core::array::from_fn(|g| load(qb.add(32 * g)));
+                    let aw = w.map(|v| _mm256_sign_epi8(v, v));
+                    for j in 0..T {
+                        let x = inputs::<D, K>(&xs[j], wide_of(j), b);
+                        let sx: [__m256i; GX] =
+                            core::array::from_fn(|g| _mm256_sign_epi8(x[g], w[g]));
+                        let isum = D::dot_sum::<GX, 8>(&aw, &sx);
+                        acc[j] = accumulate::<K>(acc[j], isum, dw, mw, &xs[j], b);
                     }
-                    acc[j] = accumulate::<KIND>(acc[j], isum, dw, mw, &xs[j], b);
                 }
-            } else {
-                let (lo, hi) = unpack_block(qb);
-                for j in 0..T {
-                    let (xa, xb) = nibble_inputs::<D>(&xs[j], wide_of(j), b);
-                    let mut isum = D::nibbles(&lo, &hi, &xa, &xb);
-                    if KIND == DType::Q4_0 as u32 {
-                        isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * xs[j].sum[b]));
+                BlockType::Q4_0 | BlockType::Q4_1 => {
+                    let w = q4_groups(qb);
+                    for j in 0..T {
+                        let x = inputs::<D, K>(&xs[j], wide_of(j), b);
+                        let mut isum = D::dot_sum::<GX, 4>(&w, &x);
+                        if K::T == BlockType::Q4_0 {
+                            isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(8 * xs[j].sum[b]));
+                        }
+                        acc[j] = accumulate::<K>(acc[j], isum, dw, mw, &xs[j], b);
                     }
-                    acc[j] = accumulate::<KIND>(acc[j], isum, dw, mw, &xs[j], b);
+                }
+                BlockType::Q5_0 | BlockType::Q5_1 => {
+                    let w = q5_groups(qb);
+                    for j in 0..T {
+                        let x = inputs::<D, K>(&xs[j], wide_of(j), b);
+                        let mut isum = D::dot_sum::<GX, 5>(&w, &x);
+                        if K::T == BlockType::Q5_0 {
+                            isum = _mm256_sub_epi32(isum, _mm256_set1_epi32(16 * xs[j].sum[b]));
+                        }
+                        acc[j] = accumulate::<K>(acc[j], isum, dw, mw, &xs[j], b);
+                    }
+                }
+                BlockType::Q4_K | BlockType::Q5_K => {
+                    // Runs: scales (12 bytes a row) at 0; Q5_K's `qh` (32) next; `qs`
+                    // (128) last.
+                    let scales = k4_scales(qb);
+                    let five = K::T == BlockType::Q5_K;
+                    let qh = qb.add(R * 12);
+                    let qs = if five { qb.add(R * 44) } else { qh };
+                    for c in 0..4 {
+                        // Sub-blocks 2c (low nibbles) and 2c + 1 (high) share the 32
+                        // bytes `32c..32c + 32` of `qs`: 8 groups.
+                        let raw: [__m256i; GX] =
+                            core::array::from_fn(|g| load(qs.add(32 * (GX * c + g))));
+                        let halves = raw.map(|v| nibbles(v));
+                        for h in 0..2 {
+                            let s = 2 * c + h;
+                            let mut w: [__m256i; GX] = core::array::from_fn(|g| {
+                                if h == 0 { halves[g].0 } else { halves[g].1 }
+                            });
+                            if five {
+                                for (g, wg) in w.iter_mut().enumerate() {
+                                    let bits = bit_to_4(load(qh.add(32 * g)), s as u32);
+                                    *wg = _mm256_or_si256(*wg, bits);
+                                }
+                            }
+                            let xb = b * per + s;
+                            for j in 0..T {
+                                let x = inputs::<D, K>(&xs[j], wide_of(j), xb);
+                                let isum = if five {
+                                    D::dot_sum::<GX, 5>(&w, &x)
+                                } else {
+                                    D::dot_sum::<GX, 4>(&w, &x)
+                                };
+                                acc[j] = accumulate_k(acc[j], isum, scales[s], dw, mw, &xs[j], xb);
+                            }
+                        }
+                    }
+                }
+                BlockType::Q6_K => {
+                    // Runs: `ql` (128 bytes a row) at 0, `qh` (64) next, the 16 int8
+                    // scales (4 groups) last.
+                    let qh = qb.add(R * 128);
+                    let sp = qb.add(R * 192);
+                    let sg = [0, 1, 2, 3].map(|i| load(sp.add(32 * i)));
+                    // Scale `i` of every row: byte `i % 4` of group `i / 4`, sign-extended.
+                    let scale = |i: usize| {
+                        let up = _mm256_sllv_epi32(
+                            sg[i / 4],
+                            _mm256_set1_epi32(24 - 8 * (i % 4) as i32),
+                        );
+                        _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(up))
+                    };
+                    for half in 0..2 {
+                        let hb: [__m256i; GX] =
+                            core::array::from_fn(|g| load(qh.add(32 * (GX * half + g))));
+                        for k in 0..4 {
+                            // Quarter `k`: nibble `k / 2` of `ql` bytes `64 half + 32 (k % 2)..`,
+                            // bits `2k..2k + 2` of `qh` bytes `32 half..`.
+                            let lo = qb.add(32 * (16 * half + GX * (k % 2)));
+                            let w: [__m256i; GX] = core::array::from_fn(|g| {
+                                let (l, h) = nibbles(load(lo.add(32 * g)));
+                                let nib = if k / 2 == 0 { l } else { h };
+                                _mm256_or_si256(nib, bits_to_45(hb[g], k as u32))
+                            });
+                            let s = 4 * half + k;
+                            let (sc0, sc1) = (scale(2 * s), scale(2 * s + 1));
+                            let (w0, w1) = ([w[0], w[1], w[2], w[3]], [w[4], w[5], w[6], w[7]]);
+                            let xb = b * per + s;
+                            for j in 0..T {
+                                let x = inputs::<D, K>(&xs[j], wide_of(j), xb);
+                                let (x0, x1) = ([x[0], x[1], x[2], x[3]], [x[4], x[5], x[6], x[7]]);
+                                // The 6-bit quants are unsigned here: subtract 32 times
+                                // each half block's input sum.
+                                let hs = &xs[j].hsum[2 * xb..2 * xb + 2];
+                                let i0 = _mm256_sub_epi32(
+                                    D::dot_sum::<4, 6>(&w0, &x0),
+                                    _mm256_set1_epi32(32 * hs[0]),
+                                );
+                                let i1 = _mm256_sub_epi32(
+                                    D::dot_sum::<4, 6>(&w1, &x1),
+                                    _mm256_set1_epi32(32 * hs[1]),
+                                );
+                                // Exact in f32: each product < 2^23, their sum < 2^24.
+                                let isum = _mm256_add_ps(
+                                    _mm256_mul_ps(_mm256_cvtepi32_ps(i0), sc0),
+                                    _mm256_mul_ps(_mm256_cvtepi32_ps(i1), sc1),
+                                );
+                                acc[j] = step(acc[j], isum, dw, &xs[j], xb);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -437,14 +706,14 @@ unsafe fn tile_batch<D: Dot, const KIND: u32, const T: usize>(
 /// memory once), the inputs in register blocks of [`TB`].
 ///
 /// # Safety
-/// AVX2, FMA, F16C and whatever `D` needs; `a.g.tile_rows == 8`; `xs` and `y` checked
-/// by `quant::check_batch`.
+/// AVX2, FMA, F16C and whatever `D` needs; `a.g.tile_rows == 8` and `a.g.kind() ==
+/// K::T`; `xs` and `y` checked by `quant::check_batch`.
 #[inline(always)]
-unsafe fn matmul8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, xs: &[Q8Vec], y: &mut [f32]) {
+unsafe fn matmul8<D: Dot, K: Kind>(a: &QuantArgs<'_>, xs: &[Q8Vec], y: &mut [f32]) {
     let (q, g) = (&a.q, &a.g);
     let m = g.rows;
     // SAFETY: AVX2 (caller); every input has `g.cols` elements (`check_batch`).
-    let wide = unsafe { widen::<D, KIND>(xs, g.cols) };
+    let wide = unsafe { widen::<D, K>(xs, g.cols) };
     for t in 0..g.n_tiles() {
         let here = R.min(m - t * R);
         // SAFETY: tile `t < n_tiles` lies inside the quant and scale slices
@@ -466,10 +735,10 @@ unsafe fn matmul8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, xs: &[Q8Vec], y: &
             // on in `wide`.
             unsafe {
                 let acc: &[__m256] = match n {
-                    4 => &tile_batch::<D, KIND, 4>(g, qt, st, group, gw),
-                    3 => &tile_batch::<D, KIND, 3>(g, qt, st, group, gw),
-                    2 => &tile_batch::<D, KIND, 2>(g, qt, st, group, gw),
-                    _ => &tile_batch::<D, KIND, 1>(g, qt, st, group, gw),
+                    4 => &tile_batch::<D, K, 4>(g, qt, st, group, gw),
+                    3 => &tile_batch::<D, K, 3>(g, qt, st, group, gw),
+                    2 => &tile_batch::<D, K, 2>(g, qt, st, group, gw),
+                    _ => &tile_batch::<D, K, 1>(g, qt, st, group, gw),
                 };
                 for (o, v) in out.iter_mut().zip(acc) {
                     _mm256_storeu_ps(o.as_mut_ptr(), *v);
@@ -485,7 +754,7 @@ unsafe fn matmul8<D: Dot, const KIND: u32>(a: &QuantArgs<'_>, xs: &[Q8Vec], y: &
     give_back(wide);
 }
 
-/// Dispatch a batched product on the dtype and tile size.
+/// Dispatch a batched product on the block type and tile size.
 ///
 /// # Safety
 /// AVX2, FMA, F16C and whatever `D` needs.
@@ -496,10 +765,10 @@ unsafe fn matmul_q8<D: Dot>(w: &Matrix<'_>, xs: &[Q8Vec], y: &mut [f32]) {
         return quant::each_input(xs, y, a.g.rows, |x, yt| quant::matvec_ref(&a, x, yt));
     }
     // SAFETY: tile_rows == 8 and shapes checked; features are the caller's contract.
-    unsafe { quant::by_dtype!(a.q.dtype, matmul8::<D>(&a, xs, y)) }
+    unsafe { quant::by_kind!(a.g.kind(), matmul8::<D>(&a, xs, y)) }
 }
 
-/// Dispatch on the dtype and tile size.
+/// Dispatch on the block type and tile size.
 ///
 /// # Safety
 /// AVX2, FMA, F16C and whatever `D` needs.
@@ -510,7 +779,7 @@ unsafe fn matvec_q8<D: Dot>(w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
         return quant::matvec_ref(&a, x, y);
     }
     // SAFETY: tile_rows == 8 and shapes checked; features are the caller's contract.
-    unsafe { quant::by_dtype!(a.q.dtype, matvec8::<D>(&a, x, y)) }
+    unsafe { quant::by_kind!(a.g.kind(), matvec8::<D>(&a, x, y)) }
 }
 
 /// The canonical quantization, 32 floats per step.

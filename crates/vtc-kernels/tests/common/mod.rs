@@ -232,12 +232,26 @@ impl QMat {
         dist: Dist,
     ) -> Self {
         let x = rng.vec(rows * cols, dist);
-        Self::from_data(
-            QuantData::quantize(dtype, &x, rows, cols).unwrap(),
-            rows,
-            cols,
-            tile_rows,
-        )
+        let data = QuantData::quantize(dtype, &x, rows, cols).unwrap_or_else(|| {
+            // No quantizer from floats for this type: arbitrary quant bytes (every bit
+            // pattern is a valid block, extreme scales included) and fields of the
+            // distribution's size.
+            let n = rows * cols / dtype.block_elems().max(1);
+            let scale = match dist {
+                Dist::Wide => 1.0,
+                _ => 1.0 / 64.0,
+            };
+            QuantData {
+                dtype,
+                quants: (0..n * dtype.block_bytes())
+                    .map(|_| rng.next() as u8)
+                    .collect(),
+                scales: (0..n * dtype.scale_fields())
+                    .map(|_| f16::from_f32(rng.range(-1.0, 1.0) * scale))
+                    .collect(),
+            }
+        });
+        Self::from_data(data, rows, cols, tile_rows)
     }
 
     pub fn matrix(&self) -> Matrix<'_> {
