@@ -180,9 +180,13 @@ unsafe fn nibbles(v: __m256i) -> (__m256i, __m256i) {
 unsafe fn q4_groups(qb: *const u8) -> [__m256i; GX] {
     // SAFETY: AVX2 (caller); group `g < 4` is 32 bytes at `32 g`, inside the 128.
     unsafe {
-        let [(l0, h0), (l1, h1), (l2, h2), (l3, h3)] =
-            [0, 1, 2, 3].map(|g| nibbles(load(qb.add(32 * g))));
-        [l0, l1, l2, l3, h0, h1, h2, h3]
+        // (Loops, not `map` / `from_fn`: their closures do not inherit the caller's
+        // target features, so the intrinsics inside them would not be inlined.)
+        let mut w = [_mm256_setzero_si256(); GX];
+        for g in 0..4 {
+            (w[g], w[g + 4]) = nibbles(load(qb.add(32 * g)));
+        }
+        w
     }
 }
 
@@ -245,7 +249,13 @@ type Inputs = [__m256i; GX];
 #[inline(always)]
 unsafe fn inputs<D: Dot, K: Kind>(x: &Q8Vec, wide: *const Wide, xb: usize) -> Inputs {
     // SAFETY: groups `0..8` of block `xb` (caller's contract).
-    unsafe { core::array::from_fn(|g| input_group::<D, K>(x, wide, xb, g)) }
+    unsafe {
+        let mut v = [_mm256_setzero_si256(); GX];
+        for (g, vg) in v.iter_mut().enumerate() {
+            *vg = input_group::<D, K>(x, wide, xb, g);
+        }
+        v
+    }
 }
 
 /// One group of 4 input bytes in every 32-bit lane: the broadcast form of the input
@@ -467,13 +477,14 @@ unsafe fn srl32(v: __m256i, n: u32) -> __m256i {
 unsafe fn k4_scales(sp: *const u8) -> [(__m256, __m256); 8] {
     // SAFETY: AVX2 (caller); the 3 groups are the 96 bytes at `sp`.
     unsafe {
-        let [g0, g1, g2] = [0, 1, 2].map(|i| load(sp.add(32 * i)));
+        let (g0, g1, g2) = (load(sp), load(sp.add(32)), load(sp.add(64)));
         let (m6, m4, m2) = (
             _mm256_set1_epi32(63),
             _mm256_set1_epi32(15),
             _mm256_set1_epi32(3),
         );
-        core::array::from_fn(|j| {
+        let mut out = [(_mm256_setzero_ps(), _mm256_setzero_ps()); 8];
+        for (j, o) in out.iter_mut().enumerate() {
             let (sc, mn) = if j < 4 {
                 let n = 8 * j as u32;
                 (
@@ -482,14 +493,16 @@ unsafe fn k4_scales(sp: *const u8) -> [(__m256, __m256); 8] {
                 )
             } else {
                 let n = 8 * (j as u32 - 4);
-                let top = |g| _mm256_slli_epi32::<4>(_mm256_and_si256(srl32(g, n + 6), m2));
+                let top0 = _mm256_slli_epi32::<4>(_mm256_and_si256(srl32(g0, n + 6), m2));
+                let top1 = _mm256_slli_epi32::<4>(_mm256_and_si256(srl32(g1, n + 6), m2));
                 (
-                    _mm256_or_si256(_mm256_and_si256(srl32(g2, n), m4), top(g0)),
-                    _mm256_or_si256(_mm256_and_si256(srl32(g2, n + 4), m4), top(g1)),
+                    _mm256_or_si256(_mm256_and_si256(srl32(g2, n), m4), top0),
+                    _mm256_or_si256(_mm256_and_si256(srl32(g2, n + 4), m4), top1),
                 )
             };
-            (_mm256_cvtepi32_ps(sc), _mm256_cvtepi32_ps(mn))
-        })
+            *o = (_mm256_cvtepi32_ps(sc), _mm256_cvtepi32_ps(mn));
+        }
+        out
     }
 }
 
@@ -573,12 +586,17 @@ unsafe fn tile_batch<D: Dot, K: Kind, const T: usize>(
                 BlockType::Q8_0 => {
                     // `maddubs` and `vpdpbusd` multiply unsigned by signed bytes, so the
                     // weights' signs move onto the input: `|w| * (sign(w) x)`.
-                    let w: [__m256i; GX] = core::array::from_fn(|g| load(qb.add(32 * g)));
-                    let aw = w.map(|v| _mm256_sign_epi8(v, v));
+                    let (mut w, mut aw) =
+                        ([_mm256_setzero_si256(); GX], [_mm256_setzero_si256(); GX]);
+                    for g in 0..GX {
+                        w[g] = load(qb.add(32 * g));
+                        aw[g] = _mm256_sign_epi8(w[g], w[g]);
+                    }
                     for j in 0..T {
-                        let x = inputs::<D, K>(&xs[j], wide_of(j), b);
-                        let sx: [__m256i; GX] =
-                            core::array::from_fn(|g| _mm256_sign_epi8(x[g], w[g]));
+                        let mut sx = inputs::<D, K>(&xs[j], wide_of(j), b);
+                        for g in 0..GX {
+                            sx[g] = _mm256_sign_epi8(sx[g], w[g]);
+                        }
                         let isum = D::dot_sum::<GX, 8>(&aw, &sx);
                         acc[j] = accumulate::<K>(acc[j], isum, dw, mw, &xs[j], b);
                     }
@@ -615,14 +633,13 @@ unsafe fn tile_batch<D: Dot, K: Kind, const T: usize>(
                     for c in 0..4 {
                         // Sub-blocks 2c (low nibbles) and 2c + 1 (high) share the 32
                         // bytes `32c..32c + 32` of `qs`: 8 groups.
-                        let raw: [__m256i; GX] =
-                            core::array::from_fn(|g| load(qs.add(32 * (GX * c + g))));
-                        let halves = raw.map(|v| nibbles(v));
-                        for h in 0..2 {
+                        let (mut lo, mut hi) =
+                            ([_mm256_setzero_si256(); GX], [_mm256_setzero_si256(); GX]);
+                        for (g, (l, h)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
+                            (*l, *h) = nibbles(load(qs.add(32 * (GX * c + g))));
+                        }
+                        for (h, mut w) in [lo, hi].into_iter().enumerate() {
                             let s = 2 * c + h;
-                            let mut w: [__m256i; GX] = core::array::from_fn(|g| {
-                                if h == 0 { halves[g].0 } else { halves[g].1 }
-                            });
                             if five {
                                 for (g, wg) in w.iter_mut().enumerate() {
                                     let bits = bit_to_4(load(qh.add(32 * g)), s as u32);
@@ -647,29 +664,30 @@ unsafe fn tile_batch<D: Dot, K: Kind, const T: usize>(
                     // scales (4 groups) last.
                     let qh = qb.add(R * 128);
                     let sp = qb.add(R * 192);
-                    let sg = [0, 1, 2, 3].map(|i| load(sp.add(32 * i)));
                     // Scale `i` of every row: byte `i % 4` of group `i / 4`, sign-extended.
-                    let scale = |i: usize| {
-                        let up = _mm256_sllv_epi32(
-                            sg[i / 4],
-                            _mm256_set1_epi32(24 - 8 * (i % 4) as i32),
-                        );
-                        _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(up))
-                    };
+                    let mut scale = [_mm256_setzero_ps(); 16];
+                    for (i, si) in scale.iter_mut().enumerate() {
+                        let sg = load(sp.add(32 * (i / 4)));
+                        let up = _mm256_sllv_epi32(sg, _mm256_set1_epi32(24 - 8 * (i % 4) as i32));
+                        *si = _mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(up));
+                    }
                     for half in 0..2 {
-                        let hb: [__m256i; GX] =
-                            core::array::from_fn(|g| load(qh.add(32 * (GX * half + g))));
+                        let mut hb = [_mm256_setzero_si256(); GX];
+                        for (g, v) in hb.iter_mut().enumerate() {
+                            *v = load(qh.add(32 * (GX * half + g)));
+                        }
                         for k in 0..4 {
                             // Quarter `k`: nibble `k / 2` of `ql` bytes `64 half + 32 (k % 2)..`,
                             // bits `2k..2k + 2` of `qh` bytes `32 half..`.
                             let lo = qb.add(32 * (16 * half + GX * (k % 2)));
-                            let w: [__m256i; GX] = core::array::from_fn(|g| {
+                            let mut w = [_mm256_setzero_si256(); GX];
+                            for g in 0..GX {
                                 let (l, h) = nibbles(load(lo.add(32 * g)));
                                 let nib = if k / 2 == 0 { l } else { h };
-                                _mm256_or_si256(nib, bits_to_45(hb[g], k as u32))
-                            });
+                                w[g] = _mm256_or_si256(nib, bits_to_45(hb[g], k as u32));
+                            }
                             let s = 4 * half + k;
-                            let (sc0, sc1) = (scale(2 * s), scale(2 * s + 1));
+                            let (sc0, sc1) = (scale[2 * s], scale[2 * s + 1]);
                             let (w0, w1) = ([w[0], w[1], w[2], w[3]], [w[4], w[5], w[6], w[7]]);
                             let xb = b * per + s;
                             for j in 0..T {
