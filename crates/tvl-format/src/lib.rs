@@ -8,6 +8,7 @@ mod writer;
 
 pub use geometry::{TileGeometry, line_utilization};
 pub use quant::{BlockGeometry, BlockType, QuantData};
+pub use records::tokenizer_flags;
 pub use records::{
     ALIGN, BYTE_ORDER_MARK, CONFIG_OFFSET, Header, MAGIC, ModelConfig, NAME_LEN, NONE_ID,
     TABLE_OFFSET, TensorRecord, VERSION, align_up,

@@ -97,8 +97,10 @@ pub struct ModelConfig {
     pub pretokenizer: u32,
     /// Unknown-token id, or [`NONE_ID`].
     pub unk_id: u32,
+    /// Tokenizer options, bits of [`tokenizer_flags`] (zero: the defaults).
+    pub tokenizer_flags: u32,
     /// Zero.
-    pub reserved: [u32; 12],
+    pub reserved: [u32; 11],
 }
 
 /// One entry of the tensor table, 128 bytes.
@@ -148,6 +150,16 @@ const _: () = {
     assert!(std::mem::size_of::<ModelConfig>() == 128);
     assert!(std::mem::size_of::<TensorRecord>() == 128);
 };
+
+/// Bits of [`ModelConfig::tokenizer_flags`]. A bit unknown to a reader is an error
+/// there (the tokens it would give could differ).
+pub mod tokenizer_flags {
+    /// SentencePiece: no dummy-prefix space in front of each piece of text (Gemma;
+    /// GGUF `tokenizer.ggml.add_space_prefix = false`).
+    pub const NO_SPACE_PREFIX: u32 = 1;
+    /// Every bit defined so far.
+    pub const ALL: u32 = NO_SPACE_PREFIX;
+}
 
 impl Default for ModelConfig {
     fn default() -> Self {

@@ -50,9 +50,10 @@ fn config_field_offsets() {
         offset_of!(ModelConfig, tokenizer),
         offset_of!(ModelConfig, pretokenizer),
         offset_of!(ModelConfig, unk_id),
+        offset_of!(ModelConfig, tokenizer_flags),
         offset_of!(ModelConfig, reserved),
     ];
-    let want: Vec<usize> = (0..21).map(|i| i * 4).collect();
+    let want: Vec<usize> = (0..22).map(|i| i * 4).collect();
     assert_eq!(fields.as_slice(), want.as_slice());
 }
 

@@ -20,7 +20,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use tvl_format::{
     DType, FormatError, ModelConfig, NONE_ID, PreTokenizer, QuantData, RopeStyle, TensorData,
-    TokenizerKind, TvlWriter, names,
+    TokenizerKind, TvlWriter, names, tokenizer_flags,
 };
 
 use crate::dequant::{self, DequantError};
@@ -30,8 +30,38 @@ use crate::gguf::{Array, GgmlType, GgufError, GgufFile, TensorInfo, Value};
 /// [`ModelConfig::arch`] of a Llama model.
 pub const ARCH_LLAMA: u32 = 1;
 
+/// GGUF's token type of a control token (the token-type table keeps GGUF's values).
+const GGUF_CONTROL: u8 = 3;
+
 /// Tokens tried, in order, as the end-of-turn token when the file names none.
-pub const EOT_CANDIDATES: [&str; 3] = ["<|im_end|>", "<|eot_id|>", "<|end|>"];
+pub const EOT_CANDIDATES: [&str; 4] = ["<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"];
+
+/// Texts of tokens that end a generation in some model family (llama.cpp's list in
+/// `llama_vocab::impl::load`). As llama.cpp does, a token with one of these texts is
+/// imported as a control token whatever its GGUF type says, so plain text that spells
+/// it (Gemma 3's user-defined `</s>`, say) is not matched to it unless special tokens
+/// are parsed.
+pub const CONTROL_LOOKING: [&str; 19] = [
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+];
 
 /// Errors of the importer (conversion, and everything it calls).
 #[derive(Debug, thiserror::Error)]
@@ -642,6 +672,29 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
         )));
     }
 
+    Ok(ModelConfig {
+        arch: ARCH_LLAMA,
+        dim,
+        hidden_dim,
+        n_layers,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        vocab_size,
+        context_len,
+        rope_theta,
+        rms_eps,
+        rope_style: RopeStyle::Interleaved as u32,
+        tied_output: u32::from(g.tensor("output.weight").is_none()),
+        ..tokenizer_config(g, vocab_size)?
+    })
+}
+
+/// The tokenizer fields of the configuration (the rest default): kind, pre-tokenizer,
+/// special ids, BOS and dummy-prefix flags, checked against a vocabulary of
+/// `vocab_size` tokens.
+fn tokenizer_config(g: &GgufFile, vocab_size: u32) -> Result<ModelConfig, ImportError> {
+    let tokens = tokens(g)?;
     let tokenizer = tokenizer_kind(g)?;
     let pre = pretokenizer(g)?;
     if let Some(t) = tokens
@@ -673,21 +726,16 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
     };
     let add_bos = key_bool(g, "tokenizer.ggml.add_bos_token")?
         .unwrap_or(tokenizer == TokenizerKind::SentencePiece);
+    // llama.cpp's default for a SentencePiece vocabulary: the dummy prefix is added.
+    let space_prefix = key_bool(g, "tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
+    let flags = if tokenizer == TokenizerKind::SentencePiece && !space_prefix {
+        tokenizer_flags::NO_SPACE_PREFIX
+    } else {
+        0
+    };
 
     Ok(ModelConfig {
-        arch: ARCH_LLAMA,
-        dim,
-        hidden_dim,
-        n_layers,
-        n_heads,
-        n_kv_heads,
-        head_dim,
         vocab_size,
-        context_len,
-        rope_theta,
-        rms_eps,
-        rope_style: RopeStyle::Interleaved as u32,
-        tied_output: u32::from(g.tensor("output.weight").is_none()),
         bos_id,
         eos_id,
         eot_id,
@@ -695,8 +743,35 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
         tokenizer: tokenizer as u32,
         pretokenizer: pre as u32,
         unk_id,
+        tokenizer_flags: flags,
         ..ModelConfig::default()
     })
+}
+
+/// A tables-only TVL file (`arch` 0) of the GGUF file's tokenizer and chat template,
+/// whatever its architecture: for tokenizing without the weights, and for testing a
+/// vocabulary against another implementation before its graph is supported.
+pub fn tokenizer_only(g: &GgufFile) -> Result<TvlWriter, ImportError> {
+    let vocab = tokens(g)?.map_or(0, <[String]>::len);
+    let vocab_size = u32::try_from(vocab).map_err(|_| invalid("vocabulary larger than u32"))?;
+    let config = ModelConfig {
+        arch: 0,
+        ..tokenizer_config(g, vocab_size)?
+    };
+    let mut writer = TvlWriter::new(config);
+    add_tokenizer_tables(g, &mut writer)?;
+    add_chat_template(g, &mut writer)?;
+    Ok(writer)
+}
+
+fn add_chat_template(g: &GgufFile, w: &mut TvlWriter) -> Result<(), ImportError> {
+    if let Some(template) = key_str(g, "tokenizer.chat_template")?
+        && !template.is_empty()
+    {
+        let bytes = template.as_bytes().to_vec();
+        w.add_plain(names::CHAT_TEMPLATE, &[bytes.len()], TensorData::U8(bytes))?;
+    }
+    Ok(())
 }
 
 /// The tensors a Llama model with this configuration needs, with their shapes
@@ -911,12 +986,17 @@ fn add_tokenizer_tables(g: &GgufFile, w: &mut TvlWriter) -> Result<(), ImportErr
             expected: "an array of integers in 0..=255",
             found: format!("an array of {}", a.elem_type()),
         };
-        let types = a
+        let mut types = a
             .to_i64s()
             .ok_or_else(bad)?
             .into_iter()
             .map(|t| u8::try_from(t).map_err(|_| bad()))
             .collect::<Result<Vec<u8>, _>>()?;
+        for (ty, text) in types.iter_mut().zip(tokens) {
+            if CONTROL_LOOKING.contains(&text.as_str()) {
+                *ty = GGUF_CONTROL;
+            }
+        }
         if types.len() != n {
             return Err(ImportError::TableLength {
                 key: TYPES_KEY.into(),
@@ -979,12 +1059,7 @@ pub fn convert(
         progress(i + 1, total);
     }
     add_tokenizer_tables(g, &mut writer)?;
-    if let Some(template) = key_str(g, "tokenizer.chat_template")?
-        && !template.is_empty()
-    {
-        let bytes = template.as_bytes().to_vec();
-        writer.add_plain(names::CHAT_TEMPLATE, &[bytes.len()], TensorData::U8(bytes))?;
-    }
+    add_chat_template(g, &mut writer)?;
     Ok(Conversion {
         writer,
         config,

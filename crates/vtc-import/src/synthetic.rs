@@ -125,7 +125,8 @@ impl SyntheticSpec {
             tokenizer: TokenizerKind::ByteLevelBpe as u32,
             pretokenizer: PreTokenizer::Gpt2 as u32,
             unk_id: NONE_ID,
-            reserved: [0; 12],
+            tokenizer_flags: 0,
+            reserved: [0; 11],
         })
     }
 }

@@ -30,7 +30,7 @@ mod weights;
 pub use config::Config;
 pub use forward::{BATCH, Logits, forward, forward_batch};
 pub use generate::{GenerateOptions, Generated, Generation, StopReason};
-pub use model::{Model, Session};
+pub use model::{Model, Session, load_tokenizer};
 pub use perplexity::{
     DEFAULT_PERPLEXITY_CTX, PerplexityReport, perplexity, perplexity_ids, perplexity_windows,
     token_nll,

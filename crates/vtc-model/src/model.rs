@@ -1,7 +1,7 @@
 //! A loaded model (config, weight views, tokenizer) and a session (one sequence: its
 //! state, KV cache and backend).
 
-use tvl_format::{DType, NONE_ID, TokenizerKind, names};
+use tvl_format::{DType, NONE_ID, TokenizerKind, names, tokenizer_flags};
 use tvl_loader::TvlFile;
 use vtc_kernels::Backend;
 
@@ -24,7 +24,7 @@ impl<'a> Model<'a> {
     pub fn load(file: &'a TvlFile) -> Result<Self, ModelError> {
         let config = Config::from_tvl(file.config())?;
         let weights = Weights::from_tvl(file, &config)?;
-        let tokenizer = Tokenizer::new(tokenizer_data(file)?)?;
+        let tokenizer = load_tokenizer(file)?;
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(ModelError::Config {
                 field: "vocab_size",
@@ -60,6 +60,12 @@ impl<'a> Model<'a> {
     }
 }
 
+/// The tokenizer of `file` alone, whatever its architecture (also a tables-only file,
+/// `arch` 0): its tables and the config's tokenizer fields, validated.
+pub fn load_tokenizer(file: &TvlFile) -> Result<Tokenizer, ModelError> {
+    Ok(Tokenizer::new(tokenizer_data(file)?)?)
+}
+
 /// Read the tokenizer tables of `file` (copied: the tokenizer builds lookup tables).
 fn tokenizer_data(file: &TvlFile) -> Result<TokenizerData, ModelError> {
     let c = file.config();
@@ -74,6 +80,13 @@ fn tokenizer_data(file: &TvlFile) -> Result<TokenizerData, ModelError> {
             value: c.pretokenizer.to_string(),
             why: "unknown pre-tokenizer",
         })?;
+    if c.tokenizer_flags & !tokenizer_flags::ALL != 0 {
+        return Err(ModelError::Config {
+            field: "tokenizer_flags",
+            value: format!("{:#x}", c.tokenizer_flags),
+            why: "unknown tokenizer flag bits",
+        });
+    }
     let strings = |blob: &str, offsets: &str| -> Result<Vec<Vec<u8>>, ModelError> {
         let (Some(b), Some(o)) = (file.get(blob), file.get(offsets)) else {
             return Ok(Vec::new());
@@ -119,6 +132,7 @@ fn tokenizer_data(file: &TvlFile) -> Result<TokenizerData, ModelError> {
         eot_id: id(c.eot_id),
         unk_id: id(c.unk_id),
         add_bos: c.add_bos != 0,
+        add_space_prefix: c.tokenizer_flags & tokenizer_flags::NO_SPACE_PREFIX == 0,
     })
 }
 

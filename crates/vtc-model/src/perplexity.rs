@@ -265,6 +265,7 @@ mod tests {
             eot_id: None,
             unk_id: None,
             add_bos,
+            add_space_prefix: true,
         })
         .unwrap()
     }

