@@ -3,8 +3,9 @@
 //! Every GGUF tensor keeps its GGUF name. A 2-D tensor with GGUF dims `[in, out]`
 //! becomes a TVL `[out, in]` matrix (row `r` is the `r`-th `dims[0]`-long run of the
 //! GGUF data, so no element moves relative to its row), in the element type the
-//! chosen [`OutDType`] gives it: row-tiled f32/f16, or block-tiled `Q8_0`/`Q4_0`/
-//! `Q4_1`. Every other tensor (norms) is written plain F32. Float weights are
+//! chosen [`OutDType`] gives it: row-tiled f32/f16, or block-tiled in one of the TVL
+//! block types (`Q8_0`, `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`, `Q4_K`, `Q5_K`, `Q6_K`, which
+//! have GGUF's blocks bit for bit). Every other tensor (norms) is written plain F32. Float weights are
 //! dequantized exactly as ggml does ([`crate::dequant`]), so an F32 import is
 //! lossless for every supported source type; [`OutDType::Keep`] copies quantized
 //! blocks as they are (lossless, and the smallest file). The tokenizer tables and the
@@ -213,8 +214,9 @@ pub enum OutDType {
     /// f16: half the bytes; lossless only for F16 sources (others are rounded to
     /// nearest-even, and [`ConvertReport::rounded_tensors`] lists them).
     F16,
-    /// Each matrix in its source type (`Q8_0`, `Q4_0`, `Q4_1` blocks copied, F16
-    /// kept, F32 and BF16 as f32): always lossless.
+    /// Each matrix in its source type (blocks of the eight block types copied, F16
+    /// kept, F32, BF16 and other ggml types as f32): always lossless. A K-quant mix
+    /// such as Q4_K_M keeps its per-tensor types.
     Keep,
     /// `Q8_0` blocks (copied from `Q8_0` sources, quantized by llama.cpp's rules
     /// otherwise).
@@ -262,7 +264,7 @@ impl OutDType {
             Self::Q4_0 => DType::Q4_0,
             Self::Q4_1 => DType::Q4_1,
         };
-        if want.is_quantized() && !cols.is_multiple_of(tvl_format::quant::BLOCK) {
+        if want.is_quantized() && !cols.is_multiple_of(want.block_elems()) {
             DType::F32
         } else {
             want
@@ -323,8 +325,8 @@ pub(crate) enum MatrixSource<'a> {
     F32(Vec<f32>),
     /// f16 values, row-major.
     F16(Vec<f16>),
-    /// GGUF-style blocks (`Q8_0`: `d`, 32 quants; `Q4_0`: `d`, 16 bytes; `Q4_1`: `d`,
-    /// `m`, 16 bytes), row-major.
+    /// GGUF blocks of a block dtype (f16 fields and quant bytes in GGUF's order, see
+    /// [`tvl_format::BlockType::split_gguf`]), row-major.
     Blocks(DType, &'a [u8]),
 }
 
@@ -351,16 +353,20 @@ impl MatrixSource<'_> {
 
 /// GGUF blocks of a block dtype into a [`QuantData`] (fields split from quants).
 fn split_blocks(dtype: DType, raw: &[u8]) -> QuantData {
-    let (bb, f) = (dtype.block_bytes(), dtype.scale_fields());
-    let stride = bb + 2 * f;
-    let n = raw.len() / stride;
-    let mut quants = Vec::with_capacity(n * bb);
+    let kind = dtype.block_type().expect("a block dtype");
+    let (qb, f) = (kind.quant_bytes(), kind.fields());
+    let n = raw.len() / kind.gguf_bytes();
+    let mut quants = vec![0u8; n * qb];
     let mut scales = Vec::with_capacity(n * f);
-    for blk in raw.chunks_exact(stride) {
-        for k in 0..f {
-            scales.push(f16::from_le_bytes([blk[2 * k], blk[2 * k + 1]]));
+    for (blk, q) in raw
+        .chunks_exact(kind.gguf_bytes())
+        .zip(quants.chunks_exact_mut(qb))
+    {
+        let (d, m) = kind.split_gguf(blk, q);
+        scales.push(d);
+        if f == 2 {
+            scales.push(m);
         }
-        quants.extend_from_slice(&blk[2 * f..]);
     }
     QuantData {
         dtype,
@@ -879,8 +885,10 @@ fn dequantized(g: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>, ImportError> {
     })
 }
 
-/// Add one GGUF tensor to the writer; returns whether its values were kept exactly.
-fn add_tensor(
+/// Add one GGUF tensor of `g` to the writer under its own name, as [`convert`] does
+/// (a matrix in the type `opts` gives it, anything else plain f32); returns whether
+/// its values were kept exactly.
+pub fn add_gguf_tensor(
     g: &GgufFile,
     t: &TensorInfo,
     opts: &ConvertOptions,
@@ -900,10 +908,10 @@ fn add_tensor(
                     .map(|b| f16::from_le_bytes([b[0], b[1]]))
                     .collect(),
             ),
-            GgmlType::Q8_0 => MatrixSource::Blocks(DType::Q8_0, raw),
-            GgmlType::Q4_0 => MatrixSource::Blocks(DType::Q4_0, raw),
-            GgmlType::Q4_1 => MatrixSource::Blocks(DType::Q4_1, raw),
-            _ => MatrixSource::F32(dequantized(g, t)?),
+            ty => match ty.block_type() {
+                Some(kind) => MatrixSource::Blocks(kind.dtype(), raw),
+                None => MatrixSource::F32(dequantized(g, t)?),
+            },
         };
         let output_head = t.name == "output.weight"
             || (t.name == "token_embd.weight"
@@ -1053,7 +1061,7 @@ pub fn convert(
     let mut order: Vec<&TensorInfo> = g.tensors().iter().collect();
     order.sort_by_key(|t| forward_order(&t.name));
     for (i, t) in order.into_iter().enumerate() {
-        if !add_tensor(g, t, opts, &mut writer)? {
+        if !add_gguf_tensor(g, t, opts, &mut writer)? {
             rounded_tensors.push(t.name.clone());
         }
         progress(i + 1, total);

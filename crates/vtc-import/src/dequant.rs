@@ -1,17 +1,18 @@
-//! Dequantization of ggml blocks to f32, exactly as ggml does it.
+//! Dequantization of ggml tensors to f32, exactly as ggml does it.
 //!
-//! Each f16 scale is converted to f32 first; an element is then `q * d` (Q8_0, Q4_0)
-//! or `q * d + m` (Q4_1), each operation rounded in f32 (no fused multiply-add, as in
-//! ggml's reference `dequantize_row_*` and gguf-py's `gguf.quants`). In a 4-bit
-//! block, the low nibbles of `qs[0..16]` are elements 0..16 and the high nibbles are
-//! elements 16..32.
+//! The plain types widen (F16, BF16) or copy (F32). A block type (`Q8_0`, `Q4_0`,
+//! `Q4_1`, `Q5_0`, `Q5_1`, `Q4_K`, `Q5_K`, `Q6_K`) has the same blocks as its TVL
+//! dtype, so each GGUF block is split into its quant bytes and f16 fields
+//! ([`BlockType::split_gguf`]) and dequantized by TVL's one definition
+//! ([`tvl_format::quant::dequantize_block`]): every f16 field converted to f32 first,
+//! each product and sum rounded in f32 (no fused multiply-add), as in ggml's reference
+//! `dequantize_row_*` and gguf-py's `gguf.quants`.
 
 use half::{bf16, f16};
+use tvl_format::BlockType;
+use tvl_format::quant::{MAX_BLOCK_BYTES, dequantize_block};
 
 use crate::gguf::GgmlType;
-
-/// Elements per block of the quantized types handled here.
-pub const QK: usize = 32;
 
 /// Errors of dequantization.
 #[derive(Debug, thiserror::Error)]
@@ -40,15 +41,7 @@ pub enum DequantError {
 
 /// Whether [`dequantize`] handles this type.
 pub fn is_supported(ty: GgmlType) -> bool {
-    matches!(
-        ty,
-        GgmlType::F32
-            | GgmlType::F16
-            | GgmlType::BF16
-            | GgmlType::Q8_0
-            | GgmlType::Q4_0
-            | GgmlType::Q4_1
-    )
+    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) || ty.block_type().is_some()
 }
 
 /// Dequantize `src` (whole blocks of `ty`) into `dst`, whose length is the number of
@@ -72,14 +65,12 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Dequa
             block_bytes,
         });
     }
-    match ty {
-        GgmlType::F32 => f32_row(src, dst),
-        GgmlType::F16 => f16_row(src, dst),
-        GgmlType::BF16 => bf16_row(src, dst),
-        GgmlType::Q8_0 => q8_0_row(src, dst),
-        GgmlType::Q4_0 => q4_0_row(src, dst),
-        GgmlType::Q4_1 => q4_1_row(src, dst),
-        GgmlType::Other(_) => unreachable!("checked by is_supported"),
+    match (ty, ty.block_type()) {
+        (_, Some(kind)) => blocks(kind, src, dst),
+        (GgmlType::F32, None) => f32_row(src, dst),
+        (GgmlType::F16, None) => f16_row(src, dst),
+        (GgmlType::BF16, None) => bf16_row(src, dst),
+        (_, None) => return Err(DequantError::Unsupported(ty)),
     }
     Ok(())
 }
@@ -106,11 +97,6 @@ pub fn dequantize_to_vec(ty: GgmlType, src: &[u8], n: usize) -> Result<Vec<f32>,
     Ok(out)
 }
 
-#[inline]
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
-}
-
 fn f32_row(src: &[u8], dst: &mut [f32]) {
     for (d, s) in dst.iter_mut().zip(src.chunks_exact(4)) {
         *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
@@ -129,38 +115,17 @@ fn bf16_row(src: &[u8], dst: &mut [f32]) {
     }
 }
 
-/// Q8_0 block: `f16 d`, `i8 qs[32]`; element j = `qs[j] * d`.
-fn q8_0_row(src: &[u8], dst: &mut [f32]) {
-    for (y, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(34)) {
-        let d = f16_at(b, 0);
-        for (y, &q) in y.iter_mut().zip(&b[2..34]) {
-            *y = (q as i8) as f32 * d;
-        }
-    }
-}
-
-/// Q4_0 block: `f16 d`, `u8 qs[16]`; element j = `(nibble_j - 8) * d`.
-fn q4_0_row(src: &[u8], dst: &mut [f32]) {
-    for (y, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(18)) {
-        let d = f16_at(b, 0);
-        let (lo, hi) = y.split_at_mut(QK / 2);
-        for ((l, h), &q) in lo.iter_mut().zip(hi).zip(&b[2..18]) {
-            *l = ((q & 0x0F) as i32 - 8) as f32 * d;
-            *h = ((q >> 4) as i32 - 8) as f32 * d;
-        }
-    }
-}
-
-/// Q4_1 block: `f16 d`, `f16 m`, `u8 qs[16]`; element j = `nibble_j * d + m`.
-fn q4_1_row(src: &[u8], dst: &mut [f32]) {
-    for (y, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(20)) {
-        let d = f16_at(b, 0);
-        let m = f16_at(b, 2);
-        let (lo, hi) = y.split_at_mut(QK / 2);
-        for ((l, h), &q) in lo.iter_mut().zip(hi).zip(&b[4..20]) {
-            *l = (q & 0x0F) as f32 * d + m;
-            *h = (q >> 4) as f32 * d + m;
-        }
+/// GGUF blocks of `kind`, each split into quant bytes and fields and dequantized by
+/// TVL's definition.
+fn blocks(kind: BlockType, src: &[u8], dst: &mut [f32]) {
+    let mut quants = [0u8; MAX_BLOCK_BYTES];
+    let quants = &mut quants[..kind.quant_bytes()];
+    for (y, raw) in dst
+        .chunks_exact_mut(kind.elems())
+        .zip(src.chunks_exact(kind.gguf_bytes()))
+    {
+        let (d, m) = kind.split_gguf(raw, quants);
+        dequantize_block(kind.dtype(), quants, d, m, y);
     }
 }
 
@@ -261,8 +226,8 @@ mod tests {
             Err(DequantError::SizeMismatch { .. })
         ));
         assert!(matches!(
-            dequantize(GgmlType::Other(14), &[], &mut []),
-            Err(DequantError::Unsupported(GgmlType::Other(14)))
+            dequantize(GgmlType::Other(10), &[], &mut []),
+            Err(DequantError::Unsupported(GgmlType::Other(10)))
         ));
         assert!(dequantize_to_vec(GgmlType::Q4_0, &[0; 18], usize::MAX).is_err());
         assert_eq!(

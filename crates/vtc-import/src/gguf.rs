@@ -609,6 +609,7 @@ impl Array {
 /// every other type known to ggml reads as [`GgmlType::Other`] with its id (and is
 /// rejected at conversion time, naming the tensor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)]
 pub enum GgmlType {
     /// IEEE binary32.
     F32,
@@ -620,6 +621,17 @@ pub enum GgmlType {
     Q4_1,
     /// 32 weights: f16 scale, 32 signed bytes.
     Q8_0,
+    /// 32 weights: f16 scale, 32 bits of 5th bits, 16 bytes of low nibbles (offset 16).
+    Q5_0,
+    /// 32 weights: f16 scale, f16 minimum, 32 bits of 5th bits, 16 bytes of nibbles.
+    Q5_1,
+    /// 256 weights: f16 `d`, f16 `dmin`, 12 bytes of packed 6-bit sub-block scales and
+    /// minimums, 128 bytes of nibbles.
+    Q4_K,
+    /// 256 weights: as `Q4_K` plus 32 bytes of 5th bits.
+    Q5_K,
+    /// 256 weights: 128 bytes of low nibbles, 64 of high 2 bits, 16 int8 scales, f16 `d`.
+    Q6_K,
     /// bfloat16.
     BF16,
     /// Another ggml type, by id.
@@ -674,7 +686,12 @@ impl GgmlType {
             1 => Self::F16,
             2 => Self::Q4_0,
             3 => Self::Q4_1,
+            6 => Self::Q5_0,
+            7 => Self::Q5_1,
             8 => Self::Q8_0,
+            12 => Self::Q4_K,
+            13 => Self::Q5_K,
+            14 => Self::Q6_K,
             30 => Self::BF16,
             other => Self::Other(other),
         })
@@ -687,10 +704,31 @@ impl GgmlType {
             Self::F16 => 1,
             Self::Q4_0 => 2,
             Self::Q4_1 => 3,
+            Self::Q5_0 => 6,
+            Self::Q5_1 => 7,
             Self::Q8_0 => 8,
+            Self::Q4_K => 12,
+            Self::Q5_K => 13,
+            Self::Q6_K => 14,
             Self::BF16 => 30,
             Self::Other(id) => id,
         }
+    }
+
+    /// The TVL block type with the same blocks (bits and element order), if any.
+    pub fn block_type(self) -> Option<tvl_format::BlockType> {
+        use tvl_format::BlockType;
+        Some(match self {
+            Self::Q8_0 => BlockType::Q8_0,
+            Self::Q4_0 => BlockType::Q4_0,
+            Self::Q4_1 => BlockType::Q4_1,
+            Self::Q5_0 => BlockType::Q5_0,
+            Self::Q5_1 => BlockType::Q5_1,
+            Self::Q4_K => BlockType::Q4_K,
+            Self::Q5_K => BlockType::Q5_K,
+            Self::Q6_K => BlockType::Q6_K,
+            Self::F32 | Self::F16 | Self::BF16 | Self::Other(_) => return None,
+        })
     }
 
     fn entry(self) -> Option<&'static (u32, &'static str, u64, u64)> {
@@ -1283,8 +1321,8 @@ mod tests {
     fn ggml_type_table() {
         assert_eq!(GgmlType::from_id(3), Some(GgmlType::Q4_1));
         assert_eq!(GgmlType::from_id(4), None);
-        assert_eq!(GgmlType::from_id(14), Some(GgmlType::Other(14)));
-        assert_eq!(GgmlType::Other(14).name(), "Q6_K");
+        assert_eq!(GgmlType::from_id(14), Some(GgmlType::Q6_K));
+        assert_eq!(GgmlType::Other(10).name(), "Q2_K");
         assert_eq!(GgmlType::Q8_0.nbytes(64), Some(68));
         assert_eq!(GgmlType::Q8_0.nbytes(33), None);
         assert_eq!(GgmlType::BF16.block_bytes(), 2);

@@ -39,8 +39,8 @@ pub mod source;
 pub mod synthetic;
 
 pub use convert::{
-    Conversion, ConvertOptions, ConvertReport, ImportError, OutDType, convert, convert_file,
-    model_config, tokenizer_only,
+    Conversion, ConvertOptions, ConvertReport, ImportError, OutDType, add_gguf_tensor, convert,
+    convert_file, model_config, tokenizer_only,
 };
 pub use dequant::{DequantError, dequantize};
 pub use fetch::{

@@ -301,15 +301,15 @@ fn missing_or_misshapen_tensors() {
 #[test]
 fn unsupported_tensor_types_name_the_tensor() {
     let mut b = base();
-    // Q6_K: 256-element blocks of 210 bytes; ffn_up is [in 64, out 96]: not a whole
-    // block per row, so use an extra tensor instead.
-    b.tensor("extra.weight", &[256, 2], gt::Q6_K, vec![0; 420]);
+    // Q2_K (no TVL dtype): 256-element blocks of 84 bytes; ffn_up is [in 64, out 96]:
+    // not a whole block per row, so use an extra tensor instead.
+    b.tensor("extra.weight", &[256, 2], gt::Q2_K, vec![0; 168]);
     let e = convert_err(&b);
     assert!(
-        matches!(e, ImportError::UnsupportedTensorType { ref name, ggml_type: GgmlType::Other(14) } if name == "extra.weight"),
+        matches!(e, ImportError::UnsupportedTensorType { ref name, ggml_type: GgmlType::Other(10) } if name == "extra.weight"),
         "{e}"
     );
-    assert!(e.to_string().contains("Q6_K"));
+    assert!(e.to_string().contains("Q2_K"));
 }
 
 #[test]

@@ -39,7 +39,17 @@ pub mod gt {
     pub const Q4_1: u32 = 3;
     /// `Q8_0`: blocks of 32, f16 scale + 32 i8.
     pub const Q8_0: u32 = 8;
-    /// `Q6_K` (read by no generator here: for "unsupported type" cases).
+    /// `Q5_0`: blocks of 32, f16 scale + 4 bytes of 5th bits + 16 bytes of nibbles.
+    pub const Q5_0: u32 = 6;
+    /// `Q5_1`: blocks of 32, f16 scale and minimum + 5th bits + nibbles.
+    pub const Q5_1: u32 = 7;
+    /// `Q2_K` (read by no generator here: for "unsupported type" cases).
+    pub const Q2_K: u32 = 10;
+    /// `Q4_K`: blocks of 256, 144 bytes.
+    pub const Q4_K: u32 = 12;
+    /// `Q5_K`: blocks of 256, 176 bytes.
+    pub const Q5_K: u32 = 13;
+    /// `Q6_K`: blocks of 256, 210 bytes.
     pub const Q6_K: u32 = 14;
     /// `BF16`.
     pub const BF16: u32 = 30;
