@@ -277,6 +277,26 @@ pub fn random_data(rng: &mut Rng, ty: u32, n: usize) -> Vec<u8> {
             b.extend(scale(rng));
             b.extend(rng.bytes(16));
         }),
+        // The other block types: their f16 fields (first, or last for Q6_K) and
+        // random quant bytes.
+        gt::Q5_0 | gt::Q5_1 | gt::Q4_K | gt::Q5_K | gt::Q6_K => {
+            let (elems, fields, quants) = match ty {
+                gt::Q5_0 => (32, 1, 20),
+                gt::Q5_1 => (32, 2, 20),
+                gt::Q4_K => (256, 2, 140),
+                gt::Q5_K => (256, 2, 172),
+                _ => (256, 1, 208),
+            };
+            for _ in 0..n / elems {
+                if ty == gt::Q6_K {
+                    b.extend(rng.bytes(quants));
+                    b.extend(scale(rng));
+                } else {
+                    (0..fields).for_each(|_| b.extend(scale(rng)));
+                    b.extend(rng.bytes(quants));
+                }
+            }
+        }
         _ => panic!("no generator for type {ty}"),
     }
     b

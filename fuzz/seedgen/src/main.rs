@@ -23,6 +23,11 @@ const SHAPE: Tiny = Tiny {
 /// A tiny Llama GGUF with matrices of ggml type `ty` and a gpt2 (`spm == false`) or
 /// llama (SentencePiece) tokenizer of 16 tokens.
 fn tiny_gguf(ty: u32, spm: bool, tied: bool) -> Vec<u8> {
+    tiny_builder(ty, spm, tied).build()
+}
+
+/// [`tiny_gguf`] before it is built, so tensors can be added.
+fn tiny_builder(ty: u32, spm: bool, tied: bool) -> GgufBuilder {
     let t = &SHAPE;
     let mut rng = Rng(ty as u64 + 7);
     let mut g = GgufBuilder::new();
@@ -91,7 +96,7 @@ fn tiny_gguf(ty: u32, spm: bool, tied: bool) -> Vec<u8> {
     g.u32("tokenizer.ggml.bos_token_id", 1)
         .u32("tokenizer.ggml.eos_token_id", 2);
     add_llama_tensors(&mut g, t, ty, !tied, &mut rng);
-    g.build()
+    g
 }
 
 /// A legacy llama2.c checkpoint: dim 8, hidden 16, 1 layer, 2 heads (1 kv), vocab
@@ -195,6 +200,8 @@ fn main() {
         ("q8_0", gt::Q8_0),
         ("q4_0", gt::Q4_0),
         ("q4_1", gt::Q4_1),
+        ("q5_0", gt::Q5_0),
+        ("q5_1", gt::Q5_1),
     ];
 
     // gguf_convert: selector byte (output dtype, tile rows) + GGUF.
@@ -206,6 +213,26 @@ fn main() {
             &dir,
             &format!("tiny-{name}"),
             &[&[2 + 16 * i as u8][..], &g].concat(),
+        );
+    }
+    // The K types need rows of 256: a tiny Q8_0 model with an extra [2, 256] matrix of
+    // each (kept as an extra tensor, so converted with the selected output type).
+    for (i, (name, ty)) in [("q4_k", gt::Q4_K), ("q5_k", gt::Q5_K), ("q6_k", gt::Q6_K)]
+        .iter()
+        .enumerate()
+    {
+        let mut g = tiny_builder(gt::Q8_0, false, true);
+        let mut rng = Rng(*ty as u64);
+        g.tensor(
+            "extra.weight",
+            &[256, 2],
+            *ty,
+            vtc_testdata::gguf::random_data(&mut rng, *ty, 512),
+        );
+        put(
+            &dir,
+            &format!("tiny-extra-{name}"),
+            &[&[2 + 16 * i as u8][..], &g.build()].concat(),
         );
     }
     // A header with no tensors and some metadata of every value type.
