@@ -288,16 +288,32 @@ pub fn dequantize_block(dtype: DType, q: &[u8], d: f16, m: f16, out: &mut [f32])
 }
 
 /// Quantize one block of floats (32, or 256 for the K types) by llama.cpp's reference
-/// rules (`quantize_row_*_ref`), so users get the files they know:
+/// rules (`quantize_row_*_ref` in ggml's `ggml-quants.c`), ported operation for
+/// operation (same f32 operations in the same order, no fused multiply-add), so users
+/// get the files they know, bit for bit:
 ///
 /// - `Q8_0`: `d = amax / 127`, `q = round(x / d)` (`x * (1 / d)`, half away from zero).
 /// - `Q4_0`: `max` = the element of largest magnitude (the first one), `d = max / -8`,
 ///   `q = min(15, trunc(x * (1 / d) + 8.5))`.
 /// - `Q4_1`: `d = (max - min) / 15`, `m = min`, `q = min(15, trunc((x - min) * (1 / d) + 0.5))`.
+/// - `Q5_0`: `d = max / -16`, `q = min(31, trunc(x * (1 / d) + 16.5))`.
+/// - `Q5_1`: `d = (max - min) / 31`, `m = min`, `q = trunc((x - min) * (1 / d) + 0.5)`.
+/// - `Q4_K`, `Q5_K`: per sub-block of 32, the scale and minimum of ggml's
+///   `make_qkx2_quants` (a weighted least-squares search over 21 / 16 candidate scales,
+///   weights `sqrt(mean(x^2)) + |x|`); `d` and `dmin` are the largest scale and minimum
+///   over 63, the 6-bit sub-block scales and minimums `nearest_int` of them in those
+///   units, and the quants are requantized with the rounded scales.
+/// - `Q6_K`: per sub-block of 16, the scale of ggml's `make_qx_quants` (`nmax` 32,
+///   weights `x^2`, 19 candidate scales); `d` = the scale of largest magnitude over
+///   -128, int8 sub-block scales, quants requantized with the rounded scales (a block
+///   whose scales are all below 1e-15 is all zero).
 ///
-/// `1 / d` is 0 when `d` is 0; `d` and `m` are stored rounded to f16. Writes
-/// [`DType::block_bytes`] bytes of `q` and returns `(d, m)` (`m` is 0 for one-field
-/// types). Panics for a dtype without a quantizer ([`has_quantizer`]).
+/// `1 / d` is 0 when `d` is 0; `d` and `m` are stored rounded to f16 (to nearest even).
+/// Casts of floats to 8-bit integers are C's on x86-64 (truncation to i32 with
+/// `i32::MIN` for NaN and out-of-range values, then the low byte), which only matters
+/// for degenerate blocks (e.g. a subnormal `d` whose inverse overflows). Writes
+/// [`DType::block_bytes`] bytes of `q` and returns `(d, m)` (`m`, or `dmin`; 0 for
+/// one-field types). Panics for a dtype without a quantizer ([`has_quantizer`]).
 pub fn quantize_block(dtype: DType, x: &[f32], q: &mut [u8]) -> (f16, f16) {
     let kind = kind_of(dtype, "quantize_block");
     let x = &x[..kind.elems()];
@@ -307,7 +323,7 @@ pub fn quantize_block(dtype: DType, x: &[f32], q: &mut [u8]) -> (f16, f16) {
             let d = amax / 127.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
             for (o, v) in q[..BLOCK].iter_mut().zip(x) {
-                *o = ((v * id).round() as i8) as u8;
+                *o = c_cast_u8((v * id).round());
             }
             (f16::from_f32(d), f16::ZERO)
         }
@@ -321,39 +337,439 @@ pub fn quantize_block(dtype: DType, x: &[f32], q: &mut [u8]) -> (f16, f16) {
             }
             let d = max / -8.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            pack_nibbles(q, |j| ((x[j] * id + 8.5) as i8).min(15) as u8);
+            pack_nibbles(q, |j| (c_cast_u8(x[j] * id + 8.5) as i8).min(15) as u8);
             (f16::from_f32(d), f16::ZERO)
         }
         BlockType::Q4_1 => {
-            let (mut min, mut max) = (f32::MAX, -f32::MAX);
-            for &v in x {
-                if v < min {
-                    min = v;
-                }
-                if v > max {
-                    max = v;
-                }
-            }
+            let (min, max) = min_max(x);
             let d = (max - min) / 15.0;
             let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            pack_nibbles(q, |j| (((x[j] - min) * id + 0.5) as i8).min(15) as u8);
+            pack_nibbles(q, |j| {
+                (c_cast_u8((x[j] - min) * id + 0.5) as i8).min(15) as u8
+            });
             (f16::from_f32(d), f16::from_f32(min))
         }
         BlockType::Q5_0 | BlockType::Q5_1 | BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => {
-            panic!("quantize_block: no quantizer from floats for {dtype} yet")
+            let mut raw = [0u8; MAX_BLOCK_BYTES + 4];
+            let raw = &mut raw[..kind.gguf_bytes()];
+            match kind {
+                BlockType::Q5_0 => quantize_q5_0(x, raw),
+                BlockType::Q5_1 => quantize_q5_1(x, raw),
+                BlockType::Q4_K => quantize_q45_k(x, raw, false),
+                BlockType::Q5_K => quantize_q45_k(x, raw, true),
+                BlockType::Q6_K => quantize_q6_k(x, raw),
+                BlockType::Q8_0 | BlockType::Q4_0 | BlockType::Q4_1 => unreachable!(),
+            }
+            kind.split_gguf(raw, &mut q[..kind.quant_bytes()])
         }
     }
 }
 
-/// Whether [`quantize_block`] can quantize floats to `dtype` (every block type can be
-/// imported losslessly from GGUF; quantizing from floats is per type).
+/// Whether [`quantize_block`] can quantize floats to `dtype`: every block type can
+/// (and be imported losslessly from GGUF).
 pub fn has_quantizer(dtype: DType) -> bool {
     match dtype.block_type() {
-        Some(BlockType::Q8_0 | BlockType::Q4_0 | BlockType::Q4_1) => true,
         Some(
-            BlockType::Q5_0 | BlockType::Q5_1 | BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K,
-        )
-        | None => false,
+            BlockType::Q8_0
+            | BlockType::Q4_0
+            | BlockType::Q4_1
+            | BlockType::Q5_0
+            | BlockType::Q5_1
+            | BlockType::Q4_K
+            | BlockType::Q5_K
+            | BlockType::Q6_K,
+        ) => true,
+        None => false,
+    }
+}
+
+/// C's cast of a float to `int8_t` / `uint8_t` as x86-64 compilers emit it (ggml's
+/// quantizers rely on it): truncation toward zero to i32 (`cvttss2si`, which gives
+/// `i32::MIN` for NaN and values out of i32's range), then the low 8 bits. Rust's
+/// `as u8` saturates instead, which differs only out of range.
+#[inline]
+fn c_cast_u8(v: f32) -> u8 {
+    let i = if (-2147483648.0..2147483648.0).contains(&v) {
+        v as i32
+    } else {
+        i32::MIN
+    };
+    i as u8
+}
+
+/// ggml's `nearest_int`: round to nearest (ties to even) by adding 1.5 * 2^23 and
+/// reading the low mantissa bits. Exact for `|v| <= 2^22 - 1`; beyond that (and for
+/// NaN) it gives what ggml's does with its assert compiled out, never a panic.
+#[inline]
+fn nearest_int(fval: f32) -> i32 {
+    let val = fval + 12582912.0f32;
+    (val.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
+}
+
+/// ggml's `GROUP_MAX_EPS`: below it a group's largest magnitude counts as zero.
+const GROUP_MAX_EPS: f32 = 1e-15;
+
+/// The smallest and largest element (`FLT_MAX` / `-FLT_MAX` start, `<` / `>` tests).
+fn min_max(x: &[f32]) -> (f32, f32) {
+    let (mut min, mut max) = (f32::MAX, -f32::MAX);
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+/// Pack 32 5-bit quants into ggml's `qh` (bit `j` the 5th bit of element `j`,
+/// little-endian `u32`) and `qs` (nibbles as the 4-bit types), `raw[..4]` and
+/// `raw[4..20]`.
+fn pack_q5(raw: &mut [u8], xi: impl Fn(usize) -> u8) {
+    let mut qh = 0u32;
+    for j in 0..BLOCK / 2 {
+        let (xi0, xi1) = (xi(j), xi(j + BLOCK / 2));
+        raw[4 + j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4);
+        qh |= ((u32::from(xi0) & 0x10) >> 4) << j;
+        qh |= ((u32::from(xi1) & 0x10) >> 4) << (j + BLOCK / 2);
+    }
+    raw[..4].copy_from_slice(&qh.to_le_bytes());
+}
+
+/// `quantize_row_q5_0_ref` for one block into its ggml block (`d`, `qh`, `qs`).
+fn quantize_q5_0(x: &[f32], raw: &mut [u8]) {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let d = max / -16.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    raw[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    pack_q5(&mut raw[2..], |j| {
+        (c_cast_u8(x[j] * id + 16.5) as i8).min(31) as u8
+    });
+}
+
+/// `quantize_row_q5_1_ref` for one block into its ggml block (`d`, `m`, `qh`, `qs`).
+fn quantize_q5_1(x: &[f32], raw: &mut [u8]) {
+    let (min, max) = min_max(x);
+    let d = (max - min) / 31.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    raw[..2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+    raw[2..4].copy_from_slice(&f16::from_f32(min).to_le_bytes());
+    pack_q5(&mut raw[4..], |j| c_cast_u8((x[j] - min) * id + 0.5));
+}
+
+/// ggml's `make_qkx2_quants` with `use_mad = false` (the K types' only use): the scale
+/// (returned) and minimum (`-the_min`, written to `the_min`) of `x` minimizing the
+/// weighted squared error over `nstep + 1` candidate scales
+/// `(rmin + rdelta * is + nmax) / (max - min)`; the quants in `l`.
+#[allow(clippy::too_many_arguments)]
+fn make_qkx2_quants(
+    nmax: i32,
+    x: &[f32],
+    weights: &[f32],
+    l: &mut [u8],
+    the_min: &mut f32,
+    laux: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> f32 {
+    let n = x.len();
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        let w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l[..n].fill(0);
+        *the_min = -min;
+        return 0.0;
+    }
+    let mut iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0.0f32;
+    for i in 0..n {
+        let li = nearest_int(iscale * (x[i] - min));
+        l[i] = li.clamp(0, nmax) as u8;
+        let diff = scale * f32::from(l[i]) + min - x[i];
+        let diff = diff * diff;
+        best_error += weights[i] * diff;
+    }
+    if nstep < 1 {
+        *the_min = -min;
+        return scale;
+    }
+    for is in 0..=nstep {
+        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
+        for i in 0..n {
+            let li = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            laux[i] = li as u8;
+            let (w, lf) = (weights[i], li as f32);
+            sum_l += w * lf;
+            sum_l2 += w * lf * lf;
+            sum_xl += w * lf * x[i];
+        }
+        let dd = sum_w * sum_l2 - sum_l * sum_l;
+        if dd > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / dd;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / dd;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur_error = 0.0f32;
+            for i in 0..n {
+                let diff = this_scale * f32::from(laux[i]) + this_min - x[i];
+                let diff = diff * diff;
+                cur_error += weights[i] * diff;
+            }
+            if cur_error < best_error {
+                l[..n].copy_from_slice(&laux[..n]);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    scale
+}
+
+/// `quantize_row_q4_K_ref` (`five = false`) or `quantize_row_q5_K_ref` (`five`) for one
+/// super-block into its ggml block (`d`, `dmin`, `scales[12]`, [`qh[32]`,] `qs[128]`).
+fn quantize_q45_k(x: &[f32], raw: &mut [u8], five: bool) {
+    let (nmax, rmin, nstep) = if five { (31, -0.5, 15) } else { (15, -1.0, 20) };
+    let mut l = [0u8; SUPER_BLOCK];
+    let mut laux = [0u8; 32];
+    let mut weights = [0.0f32; 32];
+    let mut mins = [0.0f32; SUPER_BLOCK / 32];
+    let mut scales = [0.0f32; SUPER_BLOCK / 32];
+    let mut max_scale = 0.0f32;
+    let mut max_min = 0.0f32;
+    for j in 0..SUPER_BLOCK / 32 {
+        let xs = &x[32 * j..32 * j + 32];
+        let mut sum_x2 = 0.0f32;
+        for &v in xs {
+            sum_x2 += v * v;
+        }
+        let av_x = (sum_x2 / 32.0).sqrt();
+        for (w, &v) in weights.iter_mut().zip(xs) {
+            *w = av_x + v.abs();
+        }
+        scales[j] = make_qkx2_quants(
+            nmax,
+            xs,
+            &weights,
+            &mut l[32 * j..32 * j + 32],
+            &mut mins[j],
+            &mut laux,
+            rmin,
+            0.1,
+            nstep,
+        );
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let (fields, rest) = raw.split_at_mut(4);
+    let (sc, qs) = rest.split_at_mut(12);
+    for j in 0..SUPER_BLOCK / 32 {
+        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        if j < 4 {
+            sc[j] = ls;
+            sc[j + 4] = lm;
+        } else {
+            sc[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
+            sc[j - 4] |= (ls >> 4) << 6;
+            sc[j] |= (lm >> 4) << 6;
+        }
+    }
+    let (d, dmin) = (
+        f16::from_f32(max_scale / 63.0),
+        f16::from_f32(max_min / 63.0),
+    );
+    fields[..2].copy_from_slice(&d.to_le_bytes());
+    fields[2..].copy_from_slice(&dmin.to_le_bytes());
+    for j in 0..SUPER_BLOCK / 32 {
+        let (s, m) = scale_min_k4(sc, j);
+        let dj = d.to_f32() * f32::from(s);
+        if dj == 0.0 {
+            continue;
+        }
+        let dm = dmin.to_f32() * f32::from(m);
+        for ii in 0..32 {
+            let v = nearest_int((x[32 * j + ii] + dm) / dj);
+            l[32 * j + ii] = v.clamp(0, nmax) as u8;
+        }
+    }
+    if five {
+        let (qh, ql) = qs.split_at_mut(32);
+        qh.fill(0);
+        let (mut m1, mut m2) = (1u8, 2u8);
+        for n in (0..SUPER_BLOCK).step_by(64) {
+            for j in 0..32 {
+                let mut l1 = l[n + j];
+                if l1 > 15 {
+                    l1 -= 16;
+                    qh[j] |= m1;
+                }
+                let mut l2 = l[n + j + 32];
+                if l2 > 15 {
+                    l2 -= 16;
+                    qh[j] |= m2;
+                }
+                ql[n / 2 + j] = l1 | (l2 << 4);
+            }
+            m1 <<= 2;
+            m2 <<= 2;
+        }
+    } else {
+        for j in (0..SUPER_BLOCK).step_by(64) {
+            for i in 0..32 {
+                qs[j / 2 + i] = l[j + i] | (l[j + i + 32] << 4);
+            }
+        }
+    }
+}
+
+/// ggml's `make_qx_quants` with `rmse_type = 1` and no importance weights (`Q6_K`'s
+/// only use; weights `x^2`): the scale (returned) of `x`'s signed quants in
+/// `[-nmax, nmax)`, best of 19 candidate scales `-(nmax + 0.1 is) / max`; the quants
+/// plus `nmax` in `l`.
+fn make_qx_quants(nmax: i32, x: &[f32], l: &mut [u8]) -> f32 {
+    let n = x.len();
+    let mut max = 0.0f32;
+    let mut amax = 0.0f32;
+    for &v in x {
+        let ax = v.abs();
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l[..n].fill(0);
+        return 0.0;
+    }
+    let mut iscale = -nmax as f32 / max;
+    let mut sumlx = 0.0f32;
+    let mut suml2 = 0.0f32;
+    for i in 0..n {
+        let li = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+        l[i] = (li + nmax) as u8;
+        let (w, lf) = (x[i] * x[i], li as f32);
+        sumlx += w * x[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in -9..=9 {
+        if is == 0 {
+            continue;
+        }
+        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+        sumlx = 0.0;
+        suml2 = 0.0;
+        for &v in x {
+            let li = nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+            let (w, lf) = (v * v, li as f32);
+            sumlx += w * v * lf;
+            suml2 += w * lf * lf;
+        }
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            for i in 0..n {
+                let li = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+                l[i] = (nmax + li) as u8;
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+/// `quantize_row_q6_K_ref` for one super-block into its ggml block (`ql[128]`,
+/// `qh[64]`, `scales[16]`, `d`).
+fn quantize_q6_k(x: &[f32], raw: &mut [u8]) {
+    let mut l = [0u8; SUPER_BLOCK];
+    let mut scales = [0.0f32; SUPER_BLOCK / 16];
+    let mut max_scale = 0.0f32;
+    let mut max_abs_scale = 0.0f32;
+    for ib in 0..SUPER_BLOCK / 16 {
+        let scale = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16]);
+        scales[ib] = scale;
+        let abs_scale = scale.abs();
+        if abs_scale > max_abs_scale {
+            max_abs_scale = abs_scale;
+            max_scale = scale;
+        }
+    }
+    if max_abs_scale < GROUP_MAX_EPS {
+        raw.fill(0);
+        return;
+    }
+    let iscale = -128.0 / max_scale;
+    let d = f16::from_f32(1.0 / iscale);
+    raw[208..210].copy_from_slice(&d.to_le_bytes());
+    for ib in 0..SUPER_BLOCK / 16 {
+        raw[192 + ib] = nearest_int(iscale * scales[ib]).min(127) as i8 as u8;
+    }
+    for j in 0..SUPER_BLOCK / 16 {
+        let dj = d.to_f32() * f32::from(raw[192 + j] as i8);
+        if dj == 0.0 {
+            continue;
+        }
+        for ii in 0..16 {
+            let v = nearest_int(x[16 * j + ii] / dj).clamp(-32, 31);
+            l[16 * j + ii] = (v + 32) as u8;
+        }
+    }
+    let (ql, rest) = raw.split_at_mut(128);
+    let qh = &mut rest[..64];
+    for j in (0..SUPER_BLOCK).step_by(128) {
+        let (ql, qh) = (&mut ql[j / 2..], &mut qh[j / 4..]);
+        for i in 0..32 {
+            let q1 = l[j + i] & 0xF;
+            let q2 = l[j + i + 32] & 0xF;
+            let q3 = l[j + i + 64] & 0xF;
+            let q4 = l[j + i + 96] & 0xF;
+            ql[i] = q1 | (q3 << 4);
+            ql[i + 32] = q2 | (q4 << 4);
+            qh[i] = (l[j + i] >> 4)
+                | ((l[j + i + 32] >> 4) << 2)
+                | ((l[j + i + 64] >> 4) << 4)
+                | ((l[j + i + 96] >> 4) << 6);
+        }
     }
 }
 
