@@ -25,6 +25,7 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+#[allow(non_camel_case_types)]
 enum DTypeArg {
     /// f32: lossless for every source type.
     F32,
@@ -41,6 +42,23 @@ enum DTypeArg {
     /// 4-bit blocks with a scale and a minimum (llama.cpp's Q4_1); the output head is q8_0.
     #[value(name = "q4_1")]
     Q4_1,
+    /// 5-bit blocks with a scale (llama.cpp's Q5_0); the output head is q8_0.
+    #[value(name = "q5_0")]
+    Q5_0,
+    /// 5-bit blocks with a scale and a minimum (llama.cpp's Q5_1); the output head is q8_0.
+    #[value(name = "q5_1")]
+    Q5_1,
+    /// 4-bit super-blocks of 256 (llama.cpp's Q4_K); the output head is q6_k, rows not a
+    /// multiple of 256 are q5_0.
+    #[value(name = "q4_k")]
+    Q4_K,
+    /// 5-bit super-blocks of 256 (llama.cpp's Q5_K); the output head is q6_k, rows not a
+    /// multiple of 256 are q5_1.
+    #[value(name = "q5_k")]
+    Q5_K,
+    /// 6-bit super-blocks of 256 (llama.cpp's Q6_K); rows not a multiple of 256 are q8_0.
+    #[value(name = "q6_k")]
+    Q6_K,
 }
 
 impl From<DTypeArg> for OutDType {
@@ -52,6 +70,11 @@ impl From<DTypeArg> for OutDType {
             DTypeArg::Q8_0 => OutDType::Q8_0,
             DTypeArg::Q4_0 => OutDType::Q4_0,
             DTypeArg::Q4_1 => OutDType::Q4_1,
+            DTypeArg::Q5_0 => OutDType::Q5_0,
+            DTypeArg::Q5_1 => OutDType::Q5_1,
+            DTypeArg::Q4_K => OutDType::Q4_K,
+            DTypeArg::Q5_K => OutDType::Q5_K,
+            DTypeArg::Q6_K => OutDType::Q6_K,
         }
     }
 }

@@ -201,12 +201,16 @@ pub enum ImportError {
 /// Element type of the weight matrices in the output file. Norms and other vectors
 /// are always F32.
 ///
-/// The block types need whole 32-element blocks: a matrix whose input dimension is
-/// not a multiple of 32 is written f32 instead. For `Q4_0` and `Q4_1` the output head
-/// (`output.weight`, or `token_embd.weight` when the head is tied to it) is written
-/// `Q8_0`, as llama.cpp does for these types: 4-bit logits cost too much quality.
+/// The block types need whole blocks: a K type falls back as llama.cpp's does for a
+/// matrix whose input dimension is not a multiple of 256 (`Q4_K` to `Q5_0`, `Q5_K` to
+/// `Q5_1`, `Q6_K` to `Q8_0`), and a matrix whose input dimension is not a multiple of
+/// 32 is written f32. The output head (`output.weight`, or `token_embd.weight` when
+/// the head is tied to it) is written `Q8_0` for the 4- and 5-bit block types and
+/// `Q6_K` for the K types, as llama.cpp does: low-bit logits cost too much quality.
+/// Quantizing follows llama.cpp's reference quantizers (`quantize_row_*_ref`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
+#[allow(non_camel_case_types)]
 pub enum OutDType {
     /// f32: lossless for every supported source type.
     #[default]
@@ -225,21 +229,36 @@ pub enum OutDType {
     Q4_0,
     /// `Q4_1` blocks (copied or quantized; see the type docs for the output head).
     Q4_1,
+    /// `Q5_0` blocks (the output head `Q8_0`).
+    Q5_0,
+    /// `Q5_1` blocks (the output head `Q8_0`).
+    Q5_1,
+    /// `Q4_K` super-blocks (the output head `Q6_K`; rows not a multiple of 256: `Q5_0`).
+    Q4_K,
+    /// `Q5_K` super-blocks (the output head `Q6_K`; rows not a multiple of 256: `Q5_1`).
+    Q5_K,
+    /// `Q6_K` super-blocks (rows not a multiple of 256: `Q8_0`).
+    Q6_K,
 }
 
 impl OutDType {
     /// Every variant, in command-line order.
-    pub const ALL: [OutDType; 6] = [
+    pub const ALL: [OutDType; 11] = [
         Self::F32,
         Self::F16,
         Self::Keep,
         Self::Q8_0,
         Self::Q4_0,
         Self::Q4_1,
+        Self::Q5_0,
+        Self::Q5_1,
+        Self::Q4_K,
+        Self::Q5_K,
+        Self::Q6_K,
     ];
 
-    /// Lower-case name (`f32`, `f16`, `keep`, `q8_0`, `q4_0`, `q4_1`), as used in
-    /// file names and on the command line.
+    /// Lower-case name (`f32`, `f16`, `keep`, `q8_0`, `q4_0`, `q4_1`, `q5_0`, `q5_1`,
+    /// `q4_k`, `q5_k`, `q6_k`), as used in file names and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Self::F32 => "f32",
@@ -248,6 +267,11 @@ impl OutDType {
             Self::Q8_0 => "q8_0",
             Self::Q4_0 => "q4_0",
             Self::Q4_1 => "q4_1",
+            Self::Q5_0 => "q5_0",
+            Self::Q5_1 => "q5_1",
+            Self::Q4_K => "q4_k",
+            Self::Q5_K => "q5_k",
+            Self::Q6_K => "q6_k",
         }
     }
 
@@ -260,9 +284,23 @@ impl OutDType {
             Self::F16 => DType::F16,
             Self::Keep => source,
             Self::Q8_0 => DType::Q8_0,
-            Self::Q4_0 | Self::Q4_1 if output_head => DType::Q8_0,
+            Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 if output_head => DType::Q8_0,
+            Self::Q4_K | Self::Q5_K | Self::Q6_K if output_head => DType::Q6_K,
             Self::Q4_0 => DType::Q4_0,
             Self::Q4_1 => DType::Q4_1,
+            Self::Q5_0 => DType::Q5_0,
+            Self::Q5_1 => DType::Q5_1,
+            Self::Q4_K => DType::Q4_K,
+            Self::Q5_K => DType::Q5_K,
+            Self::Q6_K => DType::Q6_K,
+        };
+        // llama.cpp's fallbacks for rows that are not whole super-blocks.
+        let want = match want {
+            _ if !want.is_quantized() || cols.is_multiple_of(want.block_elems()) => want,
+            DType::Q4_K => DType::Q5_0,
+            DType::Q5_K => DType::Q5_1,
+            DType::Q6_K => DType::Q8_0,
+            other => other,
         };
         if want.is_quantized() && !cols.is_multiple_of(want.block_elems()) {
             DType::F32
@@ -289,8 +327,13 @@ impl FromStr for OutDType {
             "q8_0" => Ok(Self::Q8_0),
             "q4_0" => Ok(Self::Q4_0),
             "q4_1" => Ok(Self::Q4_1),
+            "q5_0" => Ok(Self::Q5_0),
+            "q5_1" => Ok(Self::Q5_1),
+            "q4_k" => Ok(Self::Q4_K),
+            "q5_k" => Ok(Self::Q5_K),
+            "q6_k" => Ok(Self::Q6_K),
             _ => Err(ImportError::Unsupported {
-                what: "output dtype (f32, f16, keep, q8_0, q4_0 or q4_1)",
+                what: "output dtype (f32, f16, keep, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k or q6_k)",
                 value: s.to_string(),
             }),
         }

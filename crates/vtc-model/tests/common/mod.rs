@@ -61,7 +61,8 @@ pub fn read_f32(path: PathBuf) -> Vec<f32> {
 
 /// The synthetic GQA model converted from its GGUF form (once per test binary).
 pub fn synthetic_tvl(dtype: OutDType) -> PathBuf {
-    static CELLS: [OnceLock<PathBuf>; OutDType::ALL.len()] = [const { OnceLock::new() }; 6];
+    static CELLS: [OnceLock<PathBuf>; OutDType::ALL.len()] =
+        [const { OnceLock::new() }; OutDType::ALL.len()];
     let i = OutDType::ALL.iter().position(|d| *d == dtype).unwrap();
     let name = format!("synthetic.{dtype}.tvl");
     CELLS[i]
