@@ -4,7 +4,7 @@
 //! (`LANE`) at a time: group `g` is 32 bytes, bytes `4g..4g + 4` of rows 0..8 in
 //! order. Loaded as two 16-byte vectors, a group is rows 0..4 and rows 4..8 with one
 //! row per 32-bit lane, and every run of a block's quant bytes (a `Q5` block's `qh`,
-//! its nibbles) is a run of whole groups. Each
+//! a K type's packed scales, its `qh`, its nibbles) is a run of whole groups. Each
 //! 32-element input block is 8 *terms*: term `i` pairs 4 weight bytes of every row
 //! (its elements `4i..4i + 4`, unpacked to one signed byte each) with inputs
 //! `4i..4i + 4`:
@@ -13,7 +13,11 @@
 //!   `i` for `i < 4`, the high nibbles of group `i - 4` otherwise (GGUF order);
 //! - `Q5_0`, `Q5_1`: the same nibbles from the groups after `qh` (group 0), with bit
 //!   `4i + k` of the row's `qh` word as the 5th bit of the lane's byte `k` (a table
-//!   lookup of the word's byte `i / 2`, then a bit test per byte).
+//!   lookup of the word's byte `i / 2`, then a bit test per byte);
+//! - `Q4_K`, `Q5_K`: sub-blocks `2c` and `2c + 1` are the low and high nibbles of the
+//!   8 groups `8c..8c + 8` of `qs`, `Q5_K`'s 5th bit of sub-block `s` bit `s` of each
+//!   byte of the 8 `qh` groups; the 6-bit scale and minimum of a sub-block are shifts
+//!   and masks of the 3 scale groups, per lane (ggml's `get_scale_min_k4` for 8 rows).
 //!
 //! Each term is a 4-byte dot product per 32-bit lane against those 4 inputs (the same
 //! in every lane), so it adds into each row's own lane and a block's 8 exact integer
@@ -21,13 +25,14 @@
 //! reduction. The dot products are SDOT (the dot-product extension, detected at run
 //! time; its by-element form reads the 4 inputs from lane `i % 4` of the block's input
 //! vectors) or, in plain NEON, widening multiplies (`smull` / `smlal`) then pairwise
-//! adds, which never cross a lane's 4 bytes and so never mix rows. The canonical float
-//! combination (see `crate::quant`) then runs on the two vectors of 4 rows, so both
-//! paths match Scalar bit for bit.
+//! adds, which never cross a lane's 4 bytes and so never mix rows. The canonical
+//! integer parts (`sc * isum`, `-(mn * sum)`) are integer multiplies per lane and the
+//! canonical float combination (see `crate::quant`) runs on the two vectors of 4 rows,
+//! so both paths match Scalar bit for bit.
 //!
-//! Fast path: tiles of 8 rows (what the converter writes) of the types above; the K
-//! types, and other tile sizes, take the plain-Rust canonical path. The batched
-//! product is one `matvec_q8` per input.
+//! Fast path: tiles of 8 rows (what the converter writes) of the types above; `Q6_K`,
+//! and other tile sizes, take the plain-Rust canonical path. The batched product is
+//! one `matvec_q8` per input.
 
 use core::arch::aarch64::*;
 
@@ -374,6 +379,64 @@ unsafe fn q5_terms(qb: *const u8) -> Terms {
     }
 }
 
+/// Per byte, bit `s` of `v` moved to bit 4 (`0x10` or 0): a `Q5_K` sub-block's 5th
+/// bits.
+///
+/// # Safety
+/// NEON; `s < 8`.
+#[inline(always)]
+unsafe fn bit_to_4(v: uint8x16_t, s: usize) -> uint8x16_t {
+    // SAFETY: NEON; `USHL` by `4 - s` (a negative count shifts right) per byte.
+    unsafe { vandq_u8(vshlq_u8(v, vdupq_n_s8(4 - s as i8)), vdupq_n_u8(0x10)) }
+}
+
+/// Bits `n..` of every 32-bit lane of `v` under `mask`.
+///
+/// # Safety
+/// NEON; `n < 32`.
+#[inline(always)]
+unsafe fn lane_bits(v: uint32x4_t, n: u32, mask: u32) -> int32x4_t {
+    // SAFETY: NEON; `USHL` by `-n` is a logical right shift by `n`.
+    unsafe {
+        let shifted = vshlq_u32(v, vdupq_n_s32(-(n as i32)));
+        vreinterpretq_s32_u32(vandq_u32(shifted, vdupq_n_u32(mask)))
+    }
+}
+
+/// The 6-bit scale and minimum of sub-block `j < 8` of a `Q4_K` / `Q5_K` block of 8
+/// rows, from its 3 scale groups `sg` (12 bytes per row), per lane: rows 0..4 and rows
+/// 4..8 of each (`tvl_format::quant::scale_min_k4` per lane).
+///
+/// # Safety
+/// NEON; `j < 8`.
+#[inline(always)]
+unsafe fn k_scale_min(sg: &[[uint8x16_t; 2]; 3], j: usize) -> ([int32x4_t; 2], [int32x4_t; 2]) {
+    // SAFETY: NEON; every shift count below is under 32.
+    unsafe {
+        let (mut sc, mut mn) = ([vdupq_n_s32(0); 2], [vdupq_n_s32(0); 2]);
+        for h in 0..2 {
+            let g0 = vreinterpretq_u32_u8(sg[0][h]);
+            let g1 = vreinterpretq_u32_u8(sg[1][h]);
+            let g2 = vreinterpretq_u32_u8(sg[2][h]);
+            if j < 4 {
+                // The low 6 bits of bytes `j` (group 0) and `j + 4` (group 1).
+                let n = 8 * j as u32;
+                sc[h] = lane_bits(g0, n, 63);
+                mn[h] = lane_bits(g1, n, 63);
+            } else {
+                // The nibbles of byte `j + 4` (group 2) under the top 2 bits of bytes
+                // `j - 4` (group 0) and `j` (group 1).
+                let n = 8 * (j as u32 - 4);
+                let top0 = vshlq_n_s32::<4>(lane_bits(g0, n + 6, 3));
+                let top1 = vshlq_n_s32::<4>(lane_bits(g1, n + 6, 3));
+                sc[h] = vorrq_s32(lane_bits(g2, n, 15), top0);
+                mn[h] = vorrq_s32(lane_bits(g2, n + 4, 15), top1);
+            }
+        }
+        (sc, mn)
+    }
+}
+
 /// Input block `xb` of `x`: inputs 0..16 and 16..32.
 ///
 /// # Safety
@@ -414,10 +477,12 @@ unsafe fn block_step<D: Dot, K: Kind>(
     x: &Q8Vec,
     b: usize,
 ) -> [float32x4_t; 2] {
+    // Input blocks of 32 per weight block.
+    let per = K::T.elems() / BLOCK;
     // SAFETY: every load below lies in the block's quant bytes (each run of a block's
     // bytes at offset `o` is `R` times as long in the tile, at `R o`) or fields
-    // (`d_w` of rows 0..8, then the second field); input block `b` lies in `x`
-    // (caller). Features: the caller's.
+    // (`d_w` of rows 0..8, then the second field); input blocks `b per..(b + 1) per`
+    // lie in `x` (caller). Features: the caller's.
     unsafe {
         let (mut dw, mut mw) = ([vdupq_n_f32(0.0); 2], [vdupq_n_f32(0.0); 2]);
         for h in 0..2 {
@@ -438,7 +503,47 @@ unsafe fn block_step<D: Dot, K: Kind>(
             BlockType::Q5_0 | BlockType::Q5_1 => {
                 acc = small_step::<D, K>(acc, &q5_terms(qb), dw, mw, x, b);
             }
-            BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => {
+            BlockType::Q4_K | BlockType::Q5_K => {
+                // Runs: scales (12 bytes a row: 3 groups) at 0; Q5_K's `qh` (32: 8
+                // groups) next; `qs` (128: 32 groups) last.
+                let sg = [
+                    load_group(qb),
+                    load_group(qb.add(32)),
+                    load_group(qb.add(64)),
+                ];
+                let five = K::T == BlockType::Q5_K;
+                let qh = qb.add(R * 12);
+                let qs = if five { qb.add(R * 44) } else { qh };
+                for c in 0..4 {
+                    // Sub-blocks 2c (low nibbles) and 2c + 1 (high) share the 32 bytes
+                    // `32c..32c + 32` of `qs`: 8 groups.
+                    let (lo, hi) = nibble_groups::<8>(qs.add(32 * 8 * c));
+                    for (t, mut w) in [lo, hi].into_iter().enumerate() {
+                        let s = 2 * c + t;
+                        if five {
+                            for (i, wi) in w.iter_mut().enumerate() {
+                                let bits = load_group(qh.add(32 * i));
+                                for h in 0..2 {
+                                    wi[h] = vorrq_s8(wi[h], s8(bit_to_4(bits[h], s)));
+                                }
+                            }
+                        }
+                        let xb = b * per + s;
+                        let (x0, x1) = inputs(x, xb);
+                        let dot = D::block::<K>(&w, x0, x1);
+                        let (sc, mn) = k_scale_min(&sg, s);
+                        let neg_sum = vdupq_n_s32(-x.sum[xb]);
+                        for h in 0..2 {
+                            // isum = sc * Σ u q, msum = -(mn * sum): exact in i32.
+                            let isum = vmulq_s32(sc[h], dot[h]);
+                            let msum = vmulq_s32(mn[h], neg_sum);
+                            acc[h] = step(acc[h], isum, dw[h], x.d[xb]);
+                            acc[h] = step(acc[h], msum, mw[h], x.d[xb]);
+                        }
+                    }
+                }
+            }
+            BlockType::Q6_K => {
                 unreachable!("no NEON kernel for {:?} yet (has_fast_path)", K::T)
             }
         }
@@ -542,8 +647,8 @@ unsafe fn matvec_q8<D: Dot>(w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
 fn has_fast_path(kind: BlockType) -> bool {
     match kind {
         BlockType::Q8_0 | BlockType::Q4_0 | BlockType::Q4_1 => true,
-        BlockType::Q5_0 | BlockType::Q5_1 => true,
-        BlockType::Q4_K | BlockType::Q5_K | BlockType::Q6_K => false,
+        BlockType::Q5_0 | BlockType::Q5_1 | BlockType::Q4_K | BlockType::Q5_K => true,
+        BlockType::Q6_K => false,
     }
 }
 
