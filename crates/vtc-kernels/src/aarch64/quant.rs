@@ -17,7 +17,11 @@
 //! - `Q4_K`, `Q5_K`: sub-blocks `2c` and `2c + 1` are the low and high nibbles of the
 //!   8 groups `8c..8c + 8` of `qs`, `Q5_K`'s 5th bit of sub-block `s` bit `s` of each
 //!   byte of the 8 `qh` groups; the 6-bit scale and minimum of a sub-block are shifts
-//!   and masks of the 3 scale groups, per lane (ggml's `get_scale_min_k4` for 8 rows).
+//!   and masks of the 3 scale groups, per lane (ggml's `get_scale_min_k4` for 8 rows);
+//! - `Q6_K`: sub-block `s = 4h + k` takes nibble `k / 2` of `ql` groups `16h + 8 (k %
+//!   2) + i`, bits `2k..2k + 2` of `qh` groups `8h + i` above it, minus 32 (a signed
+//!   weight, so no offset to undo), and its two int8 scales (one per 16 elements) from
+//!   the bytes of the scale groups, sign-extended per lane.
 //!
 //! Each term is a 4-byte dot product per 32-bit lane against those 4 inputs (the same
 //! in every lane), so it adds into each row's own lane and a block's 8 exact integer
@@ -26,13 +30,13 @@
 //! time; its by-element form reads the 4 inputs from lane `i % 4` of the block's input
 //! vectors) or, in plain NEON, widening multiplies (`smull` / `smlal`) then pairwise
 //! adds, which never cross a lane's 4 bytes and so never mix rows. The canonical
-//! integer parts (`sc * isum`, `-(mn * sum)`) are integer multiplies per lane and the
-//! canonical float combination (see `crate::quant`) runs on the two vectors of 4 rows,
-//! so both paths match Scalar bit for bit.
+//! integer parts (`sc * isum`, `-(mn * sum)`, `Q6_K`'s two scaled halves) are integer
+//! multiplies per lane and the canonical float combination (see `crate::quant`) runs
+//! on the two vectors of 4 rows, so both paths match Scalar bit for bit.
 //!
-//! Fast path: tiles of 8 rows (what the converter writes) of the types above; `Q6_K`,
-//! and other tile sizes, take the plain-Rust canonical path. The batched product is
-//! one `matvec_q8` per input.
+//! Fast path: tiles of 8 rows (what the converter writes), every block type. Other
+//! tile sizes take the plain-Rust canonical path. The batched product is one
+//! `matvec_q8` per input.
 
 use core::arch::aarch64::*;
 
@@ -66,13 +70,20 @@ const fn weight_max(kind: BlockType) -> i32 {
 /// The exact integer dot products of one 32-element block of a tile's 8 rows with the
 /// block's inputs.
 trait Dot: Copy {
-    /// Rows 0..4 and rows 4..8 of `Σ_i Σ_k w[i]_k * x[4i + k]` (each row in its own
-    /// lane), where `x0 | x1` are the block's 32 inputs (|x| <= 127, as every
-    /// `quantize_q8` produces) and the weights are unpacked `K` quants (|w| <=
-    /// `weight_max(K::T)`).
+    /// Of the block's two halves (terms 0..4: inputs 0..16 in `x0`; terms 4..8: inputs
+    /// 16..32 in `x1`), rows 0..4 and rows 4..8 of `Σ_i Σ_k w[i]_k * x[4i + k]` (each
+    /// row in its own lane), where the inputs have |x| <= 127 (as every `quantize_q8`
+    /// produces) and the weights are unpacked `K` quants (|w| <= `weight_max(K::T)`).
     ///
     /// # Safety
     /// The CPU must support the instructions of the implementation.
+    unsafe fn halves<K: Kind>(w: &Terms, x0: int8x16_t, x1: int8x16_t) -> [[int32x4_t; 2]; 2];
+
+    /// The sum of the two [`halves`](Dot::halves): rows 0..4 and rows 4..8 of the
+    /// whole block's dot product.
+    ///
+    /// # Safety
+    /// As [`Dot::halves`].
     unsafe fn block<K: Kind>(w: &Terms, x0: int8x16_t, x1: int8x16_t) -> [int32x4_t; 2];
 }
 
@@ -165,6 +176,24 @@ unsafe fn widen_sum<K: Kind>(
 
 impl Dot for Widen {
     #[inline(always)]
+    unsafe fn halves<K: Kind>(w: &Terms, x0: int8x16_t, x1: int8x16_t) -> [[int32x4_t; 2]; 2] {
+        // SAFETY: NEON (baseline); the term ranges are within 0..8, the halves 0 and 1.
+        unsafe {
+            let x = broadcast_terms(x0, x1);
+            [
+                [
+                    widen_sum::<K>(w, &x, 0, 4, 0),
+                    widen_sum::<K>(w, &x, 0, 4, 1),
+                ],
+                [
+                    widen_sum::<K>(w, &x, 4, 8, 0),
+                    widen_sum::<K>(w, &x, 4, 8, 1),
+                ],
+            ]
+        }
+    }
+
+    #[inline(always)]
     unsafe fn block<K: Kind>(w: &Terms, x0: int8x16_t, x1: int8x16_t) -> [int32x4_t; 2] {
         // SAFETY: NEON (baseline); the term range is 0..8, the halves 0 and 1.
         unsafe {
@@ -234,16 +263,26 @@ unsafe fn sdot_terms<const L: usize>(
 
 impl Dot for Sdot {
     #[inline(always)]
-    unsafe fn block<K: Kind>(w: &Terms, x0: int8x16_t, x1: int8x16_t) -> [int32x4_t; 2] {
+    unsafe fn halves<K: Kind>(w: &Terms, x0: int8x16_t, x1: int8x16_t) -> [[int32x4_t; 2]; 2] {
         // SAFETY: dotprod is the caller's contract; the rest is NEON (baseline) on
-        // registers. Integer adds are exact in any order.
+        // registers.
         unsafe {
             let acc = [vdupq_n_s32(0); 4];
             let acc = sdot_terms::<0>(acc, w, x0, x1);
             let acc = sdot_terms::<1>(acc, w, x0, x1);
             let acc = sdot_terms::<2>(acc, w, x0, x1);
             let acc = sdot_terms::<3>(acc, w, x0, x1);
-            [vaddq_s32(acc[0], acc[2]), vaddq_s32(acc[1], acc[3])]
+            [[acc[0], acc[1]], [acc[2], acc[3]]]
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn block<K: Kind>(w: &Terms, x0: int8x16_t, x1: int8x16_t) -> [int32x4_t; 2] {
+        // SAFETY: dotprod is the caller's contract; the rest is NEON (baseline) on
+        // registers. Integer adds are exact in any order.
+        unsafe {
+            let [a, b] = Self::halves::<K>(w, x0, x1);
+            [vaddq_s32(a[0], b[0]), vaddq_s32(a[1], b[1])]
         }
     }
 }
@@ -437,6 +476,53 @@ unsafe fn k_scale_min(sg: &[[uint8x16_t; 2]; 3], j: usize) -> ([int32x4_t; 2], [
     }
 }
 
+/// The terms of sub-block `s < 8` (elements `32s..32s + 32`) of a `Q6_K` block at
+/// `qb`: in half `s / 4`, quarter `k = s % 4`, nibble `k / 2` of the `ql` groups and
+/// bits `2k..2k + 2` of the `qh` groups (from group 32) as bits 4..6, minus 32.
+///
+/// # Safety
+/// NEON; `qb` readable for 1536 bytes (the `ql` and `qh` runs of 8 rows); `s < 8`.
+#[inline(always)]
+unsafe fn q6_terms(qb: *const u8, s: usize) -> Terms {
+    let (half, k) = (s / 4, s % 4);
+    // SAFETY: NEON; `ql` groups `16 half + 8 (k % 2) + i < 32` and `qh` groups
+    // `32 + 8 half + i < 48` (`i < 8`) lie in the 1536 bytes at `qb` (caller).
+    unsafe {
+        let ql = qb.add(32 * (16 * half + 8 * (k % 2)));
+        let qh = qb.add(32 * (32 + 8 * half));
+        let (m4, m2, off) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x30), vdupq_n_s8(32));
+        let shift = vdupq_n_s8(4 - 2 * k as i8);
+        let mut w = [[vdupq_n_s8(0); 2]; 8];
+        for (i, wi) in w.iter_mut().enumerate() {
+            let (l, hb) = (load_group(ql.add(32 * i)), load_group(qh.add(32 * i)));
+            for h in 0..2 {
+                let lo = if k / 2 == 0 {
+                    vandq_u8(l[h], m4)
+                } else {
+                    vshrq_n_u8::<4>(l[h])
+                };
+                let hi = vandq_u8(vshlq_u8(hb[h], shift), m2);
+                wi[h] = vsubq_s8(s8(vorrq_u8(lo, hi)), off);
+            }
+        }
+        w
+    }
+}
+
+/// Byte `n < 4` of every 32-bit lane of `v`, sign-extended: `Q6_K` scale `4g + n` of
+/// every row from scale group `g`.
+///
+/// # Safety
+/// NEON; `n < 4`.
+#[inline(always)]
+unsafe fn lane_byte_i8(v: uint8x16_t, n: usize) -> int32x4_t {
+    // SAFETY: NEON; the left shift count `24 - 8n` is in 0..=24.
+    unsafe {
+        let up = vshlq_s32(vreinterpretq_s32_u8(v), vdupq_n_s32(24 - 8 * n as i32));
+        vshrq_n_s32::<24>(up)
+    }
+}
+
 /// Input block `xb` of `x`: inputs 0..16 and 16..32.
 ///
 /// # Safety
@@ -544,7 +630,24 @@ unsafe fn block_step<D: Dot, K: Kind>(
                 }
             }
             BlockType::Q6_K => {
-                unreachable!("no NEON kernel for {:?} yet (has_fast_path)", K::T)
+                // Runs: `ql` (128 bytes a row) at 0, `qh` (64) next, the 16 int8
+                // scales (4 groups) last.
+                let sp = qb.add(R * 192);
+                for s in 0..per {
+                    let w = q6_terms(qb, s);
+                    let xb = b * per + s;
+                    let (x0, x1) = inputs(x, xb);
+                    let [lo, hi] = D::halves::<K>(&w, x0, x1);
+                    // Scales 2s and 2s + 1: bytes 2 (s % 2) and 2 (s % 2) + 1 of group s / 2.
+                    let sg = load_group(sp.add(32 * (s / 2)));
+                    for h in 0..2 {
+                        let sc0 = lane_byte_i8(sg[h], 2 * (s % 2));
+                        let sc1 = lane_byte_i8(sg[h], 2 * (s % 2) + 1);
+                        // sc_2s * Σlo + sc_2s+1 * Σhi: exact in i32 (< 2^24).
+                        let isum = vmlaq_s32(vmulq_s32(sc0, lo[h]), sc1, hi[h]);
+                        acc[h] = step(acc[h], isum, dw[h], x.d[xb]);
+                    }
+                }
             }
         }
         acc
@@ -627,29 +730,20 @@ unsafe fn matvec8<D: Dot, K: Kind>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut [f32]) 
     }
 }
 
-/// Dispatch on the dtype and tile size.
+/// Dispatch on the block type and tile size: every block type has a kernel for 8-row
+/// tiles (`by_kind!` is exhaustive), other tile sizes take the canonical plain-Rust
+/// path, with the same bits.
 ///
 /// # Safety
 /// NEON and whatever `D` needs.
 #[inline(always)]
 unsafe fn matvec_q8<D: Dot>(w: &Matrix<'_>, x: &Q8Vec, y: &mut [f32]) {
     let a = quant::check(w, x, y);
-    let kind = a.g.kind();
-    if a.g.tile_rows != R || !has_fast_path(kind) {
+    if a.g.tile_rows != R {
         return quant::matvec_ref(&a, x, y);
     }
     // SAFETY: tile_rows == 8 and shapes checked; features are the caller's contract.
-    unsafe { quant::by_kind!(kind, matvec8::<D>(&a, x, y)) }
-}
-
-/// Whether the NEON kernels have a fast path for `kind` (the others take the
-/// canonical plain-Rust path, with the same bits).
-fn has_fast_path(kind: BlockType) -> bool {
-    match kind {
-        BlockType::Q8_0 | BlockType::Q4_0 | BlockType::Q4_1 => true,
-        BlockType::Q5_0 | BlockType::Q5_1 | BlockType::Q4_K | BlockType::Q5_K => true,
-        BlockType::Q6_K => false,
-    }
+    unsafe { quant::by_kind!(a.g.kind(), matvec8::<D>(&a, x, y)) }
 }
 
 impl QuantKernels for Neon {
