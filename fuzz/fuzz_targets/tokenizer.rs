@@ -136,6 +136,7 @@ fn tables(data: &[u8]) -> Option<(TokenizerData, String)> {
         eot_id: id(head[3]),
         unk_id: id(head[4]),
         add_bos: flags & 4 != 0,
+        add_space_prefix: flags & 32 == 0,
     };
     Some((data, String::from_utf8_lossy(&text).into_owned()))
 }
