@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::ids;
 use tvl_loader::TvlFile;
 use vtc_model::load_tokenizer;
 
@@ -34,13 +35,6 @@ fn ids_equal_llama_cpp_llama_tokenize() {
     let tok = load_tokenizer(&file).unwrap();
     assert!(tok.add_bos());
 
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
     let (mut checked, mut total_ids) = (0, 0);
     for (i, case) in cases.iter().enumerate() {
         let text = case["text"].as_str().unwrap();

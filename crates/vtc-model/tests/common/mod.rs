@@ -136,16 +136,19 @@ pub struct SmolCase {
     pub steps: Vec<(Vec<(u32, f64)>, f64)>,
 }
 
+/// A JSON array of token ids.
+#[allow(dead_code)]
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
 /// The five prompts of the float64 SmolLM2 reference.
 pub fn smollm2_cases() -> Vec<SmolCase> {
     let j = read_json(golden_dir().join("smollm2-reference.json"));
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
     j["prompts"]
         .as_array()
         .unwrap()
