@@ -1,69 +1,13 @@
 //! The Llama graph: embedding, `n_layers` x (attention with RoPE and grouped-query KV
-//! cache, SwiGLU feed-forward), final norm, output head; for one token ([`forward`],
-//! decode) or a batch of consecutive tokens ([`forward_batch`], prompt processing).
-//! Every operation goes through the [`Backend`]; this file only sequences them.
+//! cache, SwiGLU feed-forward), final norm, output head. One function, [`forward`],
+//! runs a pass of any rows: a decode step is a pass of one token, a prompt chunk a pass
+//! of consecutive tokens of one sequence, a serving step one token of each of several
+//! sequences. Every operation goes through the [`Backend`]; this file only sequences
+//! them.
 
 use vtc_kernels::{Backend, Matrix, Q8Vec};
 
-use crate::{BatchState, Config, RunState, Weights};
-
-/// Run `token` at position `pos` (which must be `< state.max_seq`, and every earlier
-/// position must already be in the cache); the logits land in `state.logits`.
-///
-/// The caller guarantees `token < cfg.vocab_size` and `pos < state.max_seq`
-/// (`Session` checks both and returns typed errors).
-pub fn forward<B: Backend + ?Sized>(
-    be: &B,
-    cfg: &Config,
-    w: &Weights<'_>,
-    s: &mut RunState,
-    token: u32,
-    pos: usize,
-) {
-    let hd = cfg.head_dim;
-    w.token_embd.row_into(token as usize, &mut s.act.x);
-    rope_angles(s, pos);
-    for (l, lw) in w.layers.iter().enumerate() {
-        // Attention.
-        be.rmsnorm(&mut s.act.xb, &s.act.x, lw.attn_norm, cfg.rms_eps);
-        prepare(be, &[&lw.wq, &lw.wk, &lw.wv], &s.act.xb, &mut s.xq);
-        be.matvecs(
-            &s.act.xb,
-            &s.xq,
-            &mut [
-                (&lw.wq, &mut s.act.q),
-                (&lw.wk, &mut s.act.k),
-                (&lw.wv, &mut s.act.v),
-            ],
-        );
-        be.rope(&mut s.act.q, hd, &s.cos, &s.sin, cfg.rope_style);
-        be.rope(&mut s.act.k, hd, &s.cos, &s.sin, cfg.rope_style);
-        for h in 0..cfg.n_kv_heads {
-            let at = s.cache_base(cfg, l, h) + pos * hd;
-            s.key_cache[at..at + hd].copy_from_slice(&s.act.k[h * hd..(h + 1) * hd]);
-            s.value_cache[at..at + hd].copy_from_slice(&s.act.v[h * hd..(h + 1) * hd]);
-        }
-        attention(be, cfg, s, l, pos, Row::Decode);
-        prepare(be, &[&lw.wo], &s.act.attn_out, &mut s.xq);
-        linear(be, &lw.wo, &s.act.attn_out, &s.xq, &mut s.act.proj);
-        be.add(&mut s.act.x, &s.act.proj);
-        // Feed-forward.
-        be.rmsnorm(&mut s.act.xb, &s.act.x, lw.ffn_norm, cfg.rms_eps);
-        prepare(be, &[&lw.w_gate, &lw.w_up], &s.act.xb, &mut s.xq);
-        be.matvecs(
-            &s.act.xb,
-            &s.xq,
-            &mut [(&lw.w_gate, &mut s.act.hb), (&lw.w_up, &mut s.act.hb2)],
-        );
-        be.swiglu(&mut s.act.hb, &s.act.hb2);
-        prepare(be, &[&lw.w_down], &s.act.hb, &mut s.xq);
-        linear(be, &lw.w_down, &s.act.hb, &s.xq, &mut s.act.proj);
-        be.add(&mut s.act.x, &s.act.proj);
-    }
-    be.rmsnorm(&mut s.act.xb, &s.act.x, w.output_norm, cfg.rms_eps);
-    prepare(be, &[&w.output], &s.act.xb, &mut s.xq);
-    linear(be, &w.output, &s.act.xb, &s.xq, &mut s.logits);
-}
+use crate::{Config, KvCache, LayerWeights, Scratch, Weights};
 
 /// Tokens per batch of [`Session::prefill`](crate::Session::prefill) and
 /// [`Session::score`](crate::Session::score): a longer prompt runs in chunks of this
@@ -71,39 +15,102 @@ pub fn forward<B: Backend + ?Sized>(
 /// enough that a batch's activations stay in the L2 cache.
 pub const BATCH: usize = 64;
 
-/// Which logits a batched run computes.
+/// One token of a pass: which sequence's cache it belongs to and its position there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Logits {
-    /// None: the batch only fills the KV cache (a prompt chunk before the last).
+pub struct Row {
+    /// Index of the sequence's cache in the `caches` of [`forward`].
+    pub seq: usize,
+    /// Token id.
+    pub token: u32,
+    /// Position of the token in its sequence.
+    pub pos: usize,
+}
+
+/// Which logits a pass computes, and where they go.
+#[derive(Debug)]
+pub enum Logits<'a> {
+    /// None: the pass only fills the KV caches (a prompt chunk before the last).
     None,
-    /// Only the last token's, into `RunState::logits` (prefill).
+    /// Only the last row's, `[vocab]` (prefill).
+    Last(&'a mut [f32]),
+    /// Every row's, `[rows][vocab]` (decode, scoring, a serving step).
+    All(&'a mut [f32]),
+}
+
+/// Which logits a caller of [`forward`] wants, before it has the buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Want {
+    None,
     Last,
-    /// Every token's, into `BatchState::logits` (scoring, perplexity).
     All,
 }
 
-/// Run `tokens` at positions `pos, pos + 1, ...` as one batch: each weight matrix is
-/// read once for all of them ([`Backend::matmul`]), attention is causal (token `i`
-/// attends to positions `..= pos + i`). Every token goes through the same operations
-/// as in [`forward`], so the logits are bit for bit those of running the tokens one at
-/// a time.
+impl Want {
+    /// The [`Logits`] of a pass of `rows` tokens into the front of `buf`.
+    pub(crate) fn logits(self, buf: &mut [f32], rows: usize, vocab: usize) -> Logits<'_> {
+        match self {
+            Self::None => Logits::None,
+            Self::Last => Logits::Last(&mut buf[..vocab]),
+            Self::All => Logits::All(&mut buf[..rows * vocab]),
+        }
+    }
+}
+
+/// Run `rows` through the graph as one pass: each weight matrix is read once for all
+/// of them (one token: [`Backend::matvecs`]; more: [`Backend::matmul`]), and each row
+/// attends to positions `..= pos` of its own cache `caches[row.seq]`, whose earlier
+/// positions must already be filled (by earlier passes, or by earlier rows of this
+/// pass: every row's key and value are written before any row attends). Every row
+/// goes through the same operations whatever else is in the pass, so its logits are
+/// bit for bit those of running it alone.
 ///
-/// The caller guarantees `0 < tokens.len() <= b.capacity`, every token
-/// `< cfg.vocab_size` and `pos + tokens.len() <= state.max_seq` (`Session` checks them
-/// and returns typed errors).
-#[allow(clippy::too_many_arguments)]
-pub fn forward_batch<B: Backend + ?Sized>(
+/// The caller guarantees `0 < rows.len() <= s.capacity`, every token
+/// `< cfg.vocab_size`, every `seq < caches.len()`, every `pos < caches[seq].max_seq
+/// <= s.max_seq`, rows of one sequence in position order, and a `Logits` buffer of the
+/// right length (`Session` and `Slots` check them and return typed errors).
+pub fn forward<B: Backend + ?Sized>(
     be: &B,
     cfg: &Config,
     w: &Weights<'_>,
-    s: &mut RunState,
-    b: &mut BatchState,
-    tokens: &[u32],
-    pos: usize,
-    logits: Logits,
+    s: &mut Scratch,
+    caches: &mut [KvCache],
+    rows: &[Row],
+    logits: Logits<'_>,
 ) {
-    let n = tokens.len();
-    assert!(n > 0 && n <= b.capacity, "batch of {n} tokens");
+    let (n, dim, vocab) = (rows.len(), cfg.dim, cfg.vocab_size);
+    assert!(n > 0 && n <= s.capacity, "pass of {n} rows");
+    for (i, r) in rows.iter().enumerate() {
+        w.token_embd
+            .row_into(r.token as usize, &mut s.act.x[i * dim..(i + 1) * dim]);
+    }
+    for (l, lw) in w.layers.iter().enumerate() {
+        block(be, cfg, lw, l, s, caches, rows);
+    }
+    let (a, xq) = (&mut s.act, &mut s.xq[..]);
+    let (first, out) = match logits {
+        Logits::None => return,
+        Logits::Last(out) => (n - 1, out),
+        Logits::All(out) => (0, out),
+    };
+    let (x, xb) = (&a.x[first * dim..n * dim], &mut a.xb[first * dim..n * dim]);
+    assert_eq!(out.len(), (n - first) * vocab, "logits buffer");
+    rmsnorm_rows(be, xb, x, w.output_norm, cfg);
+    project(be, xb, &mut xq[first..n], &mut [(&w.output, out)]);
+}
+
+/// One transformer block over the rows of a pass: attention (norm, q/k/v projections,
+/// RoPE, cache write, causal attention, output projection, residual), then the
+/// feed-forward (norm, gate and up projections, SwiGLU, down projection, residual).
+fn block<B: Backend + ?Sized>(
+    be: &B,
+    cfg: &Config,
+    lw: &LayerWeights<'_>,
+    l: usize,
+    s: &mut Scratch,
+    caches: &mut [KvCache],
+    rows: &[Row],
+) {
+    let n = rows.len();
     let (hd, dim, qd, kvd, hid) = (
         cfg.head_dim,
         cfg.dim,
@@ -111,153 +118,111 @@ pub fn forward_batch<B: Backend + ?Sized>(
         cfg.kv_dim(),
         cfg.hidden_dim,
     );
-    let (a, xq) = (&mut b.act, &mut b.xq[..n]);
-    for (i, &t) in tokens.iter().enumerate() {
-        w.token_embd
-            .row_into(t as usize, &mut a.x[i * dim..(i + 1) * dim]);
-    }
-    for (l, lw) in w.layers.iter().enumerate() {
-        // Attention.
-        rmsnorm_rows(be, &mut a.xb[..n * dim], &a.x[..n * dim], lw.attn_norm, cfg);
-        prepare_rows(be, &[&lw.wq, &lw.wk, &lw.wv], &a.xb[..n * dim], xq);
-        linear_rows(be, &lw.wq, &a.xb[..n * dim], xq, &mut a.q[..n * qd]);
-        linear_rows(be, &lw.wk, &a.xb[..n * dim], xq, &mut a.k[..n * kvd]);
-        linear_rows(be, &lw.wv, &a.xb[..n * dim], xq, &mut a.v[..n * kvd]);
-        for i in 0..n {
-            rope_angles(s, pos + i);
-            be.rope(
-                &mut a.q[i * qd..(i + 1) * qd],
-                hd,
-                &s.cos,
-                &s.sin,
-                cfg.rope_style,
-            );
-            be.rope(
-                &mut a.k[i * kvd..(i + 1) * kvd],
-                hd,
-                &s.cos,
-                &s.sin,
-                cfg.rope_style,
-            );
-            for h in 0..cfg.n_kv_heads {
-                let at = s.cache_base(cfg, l, h) + (pos + i) * hd;
-                let from = i * kvd + h * hd;
-                s.key_cache[at..at + hd].copy_from_slice(&a.k[from..from + hd]);
-                s.value_cache[at..at + hd].copy_from_slice(&a.v[from..from + hd]);
-            }
-        }
-        for i in 0..n {
-            let row = Row::Batch {
-                q: &a.q[i * qd..(i + 1) * qd],
-                out: &mut a.attn_out[i * qd..(i + 1) * qd],
-            };
-            attention(be, cfg, s, l, pos + i, row);
-        }
-        prepare_rows(be, &[&lw.wo], &a.attn_out[..n * qd], xq);
-        linear_rows(
-            be,
-            &lw.wo,
-            &a.attn_out[..n * qd],
-            xq,
-            &mut a.proj[..n * dim],
-        );
-        be.add(&mut a.x[..n * dim], &a.proj[..n * dim]);
-        // Feed-forward.
-        rmsnorm_rows(be, &mut a.xb[..n * dim], &a.x[..n * dim], lw.ffn_norm, cfg);
-        prepare_rows(be, &[&lw.w_gate, &lw.w_up], &a.xb[..n * dim], xq);
-        linear_rows(be, &lw.w_gate, &a.xb[..n * dim], xq, &mut a.hb[..n * hid]);
-        linear_rows(be, &lw.w_up, &a.xb[..n * dim], xq, &mut a.hb2[..n * hid]);
-        be.swiglu(&mut a.hb[..n * hid], &a.hb2[..n * hid]);
-        prepare_rows(be, &[&lw.w_down], &a.hb[..n * hid], xq);
-        linear_rows(be, &lw.w_down, &a.hb[..n * hid], xq, &mut a.proj[..n * dim]);
-        be.add(&mut a.x[..n * dim], &a.proj[..n * dim]);
-    }
-    match logits {
-        Logits::None => {}
-        Logits::Last => {
-            s.act.x.copy_from_slice(&a.x[(n - 1) * dim..n * dim]);
-            be.rmsnorm(&mut s.act.xb, &s.act.x, w.output_norm, cfg.rms_eps);
-            prepare(be, &[&w.output], &s.act.xb, &mut s.xq);
-            linear(be, &w.output, &s.act.xb, &s.xq, &mut s.logits);
-        }
-        Logits::All => {
-            let vocab = cfg.vocab_size;
-            b.logits.resize(b.capacity * vocab, 0.0);
-            rmsnorm_rows(
-                be,
-                &mut a.xb[..n * dim],
-                &a.x[..n * dim],
-                w.output_norm,
-                cfg,
-            );
-            prepare_rows(be, &[&w.output], &a.xb[..n * dim], xq);
-            linear_rows(
-                be,
-                &w.output,
-                &a.xb[..n * dim],
-                xq,
-                &mut b.logits[..n * vocab],
-            );
+    let Scratch {
+        act: a,
+        xq,
+        att,
+        att_rows,
+        cos,
+        sin,
+        inv_freq,
+        ..
+    } = s;
+    let xq = &mut xq[..n];
+    let (x, xb) = (&mut a.x[..n * dim], &mut a.xb[..n * dim]);
+    let (q, k, v) = (&mut a.q[..n * qd], &mut a.k[..n * kvd], &mut a.v[..n * kvd]);
+
+    // Attention.
+    rmsnorm_rows(be, xb, x, lw.attn_norm, cfg);
+    project(
+        be,
+        xb,
+        xq,
+        &mut [(&lw.wq, &mut *q), (&lw.wk, &mut *k), (&lw.wv, &mut *v)],
+    );
+    for (i, r) in rows.iter().enumerate() {
+        rope_angles(inv_freq, cos, sin, r.pos);
+        be.rope(&mut q[i * qd..(i + 1) * qd], hd, cos, sin, cfg.rope_style);
+        be.rope(&mut k[i * kvd..(i + 1) * kvd], hd, cos, sin, cfg.rope_style);
+        let cache = &mut caches[r.seq];
+        for h in 0..cfg.n_kv_heads {
+            let at = cache.offset(cfg, l, h) + r.pos * hd;
+            let from = i * kvd + h * hd;
+            cache.keys[at..at + hd].copy_from_slice(&k[from..from + hd]);
+            cache.values[at..at + hd].copy_from_slice(&v[from..from + hd]);
         }
     }
+    let attn_out = &mut a.attn_out[..n * qd];
+    attention(be, cfg, l, (att, *att_rows), caches, rows, q, attn_out);
+    let proj = &mut a.proj[..n * dim];
+    project(be, attn_out, xq, &mut [(&lw.wo, &mut *proj)]);
+    be.add(x, proj);
+
+    // Feed-forward.
+    rmsnorm_rows(be, xb, x, lw.ffn_norm, cfg);
+    let (gate, up) = (&mut a.hb[..n * hid], &mut a.hb2[..n * hid]);
+    project(be, xb, xq, &mut [(&lw.w_gate, &mut *gate), (&lw.w_up, up)]);
+    be.swiglu(gate, up);
+    project(be, gate, xq, &mut [(&lw.w_down, &mut *proj)]);
+    be.add(x, proj);
 }
 
-/// Where the query and the output of one token's attention are.
-enum Row<'a> {
-    /// `q` and `attn_out` of `RunState::act` (decode).
-    Decode,
-    /// A row of a batch.
-    Batch { q: &'a [f32], out: &'a mut [f32] },
-}
-
-/// The attention of one token at `pos` in layer `l`: for every head, scores against
-/// the cached keys of positions `..= pos`, softmax, weighted sum of the cached values.
-/// The heads are independent, so they run as chunks of `s.att` (output, then scores)
-/// spread over the backend's threads ([`Backend::for_each_chunk`]).
+/// The attention of every row in layer `l`: for each head, scores of the row's query
+/// against the cached keys of its positions `..= pos`, softmax, weighted sum of the
+/// cached values, into the row of `out`. Every (row, head) pair is independent, so up
+/// to `att_rows` rows at a time run as chunks of `att` (the head's output, then its
+/// scores) spread over the backend's threads ([`Backend::for_each_chunk`]).
+#[allow(clippy::too_many_arguments)]
 fn attention<B: Backend + ?Sized>(
     be: &B,
     cfg: &Config,
-    s: &mut RunState,
     l: usize,
-    pos: usize,
-    row: Row<'_>,
+    (att, att_rows): (&mut [f32], usize),
+    caches: &[KvCache],
+    rows: &[Row],
+    q: &[f32],
+    out: &mut [f32],
 ) {
-    let (hd, seen) = (cfg.head_dim, pos + 1);
+    let (hd, heads, qd) = (cfg.head_dim, cfg.n_heads, cfg.q_dim());
     let scale = 1.0 / (hd as f32).sqrt();
-    let max_seq = s.max_seq;
-    let base = |h: usize| RunState::cache_offset(cfg, max_seq, l, h / cfg.group_size());
-    let chunk = hd + seen;
-    let scratch = &mut s.att[..cfg.n_heads * chunk];
-    let (q, out) = match row {
-        Row::Decode => (&s.act.q[..], &mut s.act.attn_out[..]),
-        Row::Batch { q, out } => (q, out),
-    };
-    let (keys, values) = (&s.key_cache, &s.value_cache);
-    be.for_each_chunk(scratch, chunk, &|h, c| {
-        let (head_out, att) = c.split_at_mut(hd);
-        let at = base(h);
-        be.attn_scores(
-            &q[h * hd..(h + 1) * hd],
-            &keys[at..at + seen * hd],
-            hd,
-            scale,
-            att,
-        );
-        be.softmax(att);
-        be.attn_values(att, &values[at..at + seen * hd], hd, head_out);
-    });
-    for (o, c) in out.chunks_exact_mut(hd).zip(scratch.chunks_exact(chunk)) {
-        o.copy_from_slice(&c[..hd]);
+    for (g, group) in rows.chunks(att_rows).enumerate() {
+        let first = g * att_rows;
+        let longest = group.iter().map(|r| r.pos + 1).max().unwrap_or(0);
+        let chunk = hd + longest;
+        let scratch = &mut att[..group.len() * heads * chunk];
+        be.for_each_chunk(scratch, chunk, &|i, c| {
+            let (r, h) = (i / heads, i % heads);
+            let (row, seen) = (&group[r], group[r].pos + 1);
+            let cache = &caches[row.seq];
+            let at = cache.offset(cfg, l, h / cfg.group_size());
+            let (head_out, scores) = c.split_at_mut(hd);
+            let scores = &mut scores[..seen];
+            let qh = (first + r) * qd + h * hd;
+            be.attn_scores(
+                &q[qh..qh + hd],
+                &cache.keys[at..at + seen * hd],
+                hd,
+                scale,
+                scores,
+            );
+            be.softmax(scores);
+            be.attn_values(scores, &cache.values[at..at + seen * hd], hd, head_out);
+        });
+        let outs = out[first * qd..(first + group.len()) * qd].chunks_exact_mut(hd);
+        for (o, c) in outs.zip(scratch.chunks_exact(chunk)) {
+            o.copy_from_slice(&c[..hd]);
+        }
     }
 }
 
-/// The RoPE cosines and sines of position `pos` into `s.cos`, `s.sin`.
+/// The RoPE cosines and sines of position `pos` for the inverse frequencies
+/// `inv_freq`.
 #[inline]
-fn rope_angles(s: &mut RunState, pos: usize) {
-    for (i, f) in s.inv_freq.iter().enumerate() {
+fn rope_angles(inv_freq: &[f64], cos: &mut [f32], sin: &mut [f32], pos: usize) {
+    for (i, f) in inv_freq.iter().enumerate() {
         let angle = pos as f64 * f;
-        s.cos[i] = angle.cos() as f32;
-        s.sin[i] = angle.sin() as f32;
+        cos[i] = angle.cos() as f32;
+        sin[i] = angle.sin() as f32;
     }
 }
 
@@ -276,44 +241,34 @@ fn rmsnorm_rows<B: Backend + ?Sized>(
     }
 }
 
-/// [`prepare`] for every row of `x` (`xq.len()` rows).
+/// The products of one input: `y = W x` for every `(W, y)` and every row of `x`
+/// (`xq.len()` rows). A quantized matrix reads the rows' int8 form, quantized here
+/// once into `xq`; a float one reads `x`. One row runs all the products together
+/// ([`Backend::matvecs`]: one fork on a threaded backend), more rows one
+/// [`Backend::matmul`] (or `matmul_q8`) per matrix, each weight read once for all rows;
+/// both give each row the bits of its matvec.
 #[inline]
-fn prepare_rows<B: Backend + ?Sized>(be: &B, readers: &[&Matrix<'_>], x: &[f32], xq: &mut [Q8Vec]) {
-    if readers.iter().any(|m| m.is_quantized()) {
+fn project<B: Backend + ?Sized>(
+    be: &B,
+    x: &[f32],
+    xq: &mut [Q8Vec],
+    products: &mut [(&Matrix<'_>, &mut [f32])],
+) {
+    if products.iter().any(|(m, _)| m.is_quantized()) {
         let k = x.len() / xq.len();
         for (q, xi) in xq.iter_mut().zip(x.chunks_exact(k)) {
             be.quantize_q8(xi, q);
         }
     }
-}
-
-/// [`linear`] for every row of `x`: one [`Backend::matmul`] (or `matmul_q8`).
-#[inline]
-fn linear_rows<B: Backend + ?Sized>(
-    be: &B,
-    w: &Matrix<'_>,
-    x: &[f32],
-    xq: &[Q8Vec],
-    y: &mut [f32],
-) {
-    if w.is_quantized() {
-        be.matmul_q8(w, xq, y);
-    } else {
-        be.matmul(w, x, y);
+    if let [xq] = xq {
+        be.matvecs(x, xq, products);
+        return;
     }
-}
-
-/// Quantize `x` into `xq` once if any of the matrices about to read it is quantized.
-#[inline]
-fn prepare<B: Backend + ?Sized>(be: &B, readers: &[&Matrix<'_>], x: &[f32], xq: &mut Q8Vec) {
-    if readers.iter().any(|m| m.is_quantized()) {
-        be.quantize_q8(x, xq);
+    for (w, y) in products.iter_mut() {
+        if w.is_quantized() {
+            be.matmul_q8(w, xq, y);
+        } else {
+            be.matmul(w, x, y);
+        }
     }
-}
-
-/// `y = W x`: a float matrix reads `x`, a quantized one its int8 form `xq` (which
-/// [`prepare`] filled from the same `x`); [`Backend::matvecs`] with one product.
-#[inline]
-fn linear<B: Backend + ?Sized>(be: &B, w: &Matrix<'_>, x: &[f32], xq: &Q8Vec, y: &mut [f32]) {
-    be.matvecs(x, xq, &mut [(w, y)]);
 }

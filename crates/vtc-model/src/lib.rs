@@ -23,12 +23,13 @@ mod generate;
 mod model;
 mod perplexity;
 mod sampler;
+mod slots;
 mod state;
 pub mod tokenizer;
 mod weights;
 
 pub use config::Config;
-pub use forward::{BATCH, Logits, forward, forward_batch};
+pub use forward::{BATCH, Logits, Row, forward};
 pub use generate::{GenerateOptions, Generated, Generation, StopReason};
 pub use model::{Model, Session, load_tokenizer};
 pub use perplexity::{
@@ -36,7 +37,8 @@ pub use perplexity::{
     token_nll,
 };
 pub use sampler::{Sampler, SamplerConfig, argmax};
-pub use state::{Activations, BatchState, RunState};
+pub use slots::Slots;
+pub use state::{Activations, KvCache, Scratch};
 pub use weights::{LayerWeights, Weights};
 
 use tvl_format::{DType, Layout};
@@ -116,6 +118,16 @@ pub enum ModelError {
         requested: usize,
         /// Positions available.
         max: usize,
+    },
+    /// A slot index of [`Slots`] is out of range or repeated.
+    #[error("slot {slot} (of {slots}): {why}")]
+    Slot {
+        /// The slot asked for.
+        slot: usize,
+        /// Slots there are.
+        slots: usize,
+        /// What is wrong.
+        why: &'static str,
     },
     /// Generation needs at least one prompt token.
     #[error("the prompt is empty (it encodes to no tokens)")]

@@ -5,10 +5,9 @@ use tvl_format::{DType, NONE_ID, TokenizerKind, names, tokenizer_flags};
 use tvl_loader::TvlFile;
 use vtc_kernels::Backend;
 
+use crate::forward::Want;
 use crate::tokenizer::{Tokenizer, TokenizerData};
-use crate::{
-    BATCH, BatchState, Config, Logits, ModelError, RunState, Weights, forward, forward_batch,
-};
+use crate::{BATCH, Config, KvCache, ModelError, Row, Scratch, Weights, forward};
 
 /// A model whose weights are views into a mapped TVL file.
 #[derive(Debug)]
@@ -136,33 +135,45 @@ fn tokenizer_data(file: &TvlFile) -> Result<TokenizerData, ModelError> {
     })
 }
 
-/// One sequence being run through a model on a backend: the KV cache and activations,
-/// allocated once.
+/// One sequence being run through a model on a backend: the KV cache and scratch
+/// buffers, allocated once.
 pub struct Session<'m, B: Backend> {
     model: &'m Model<'m>,
     backend: B,
-    state: RunState,
-    /// Buffers of batched runs, allocated by the first one.
-    batch: Option<BatchState>,
+    cache: KvCache,
+    /// Buffers of one-token passes (decode).
+    decode: Scratch,
+    /// Buffers of passes of several tokens, allocated by the first one.
+    batch: Option<Scratch>,
     /// Tokens per batch of `prefill` and `score`.
     batch_size: usize,
+    /// Logits of the last token run, `[vocab]`.
+    logits: Vec<f32>,
+    /// Logits of every token of a scored batch, allocated by the first `score`.
+    scores: Vec<f32>,
+    /// The rows of the current pass (reused, so decoding does not allocate).
+    rows: Vec<Row>,
     pos: usize,
 }
 
 impl<'m, B: Backend> Session<'m, B> {
     /// A session with room for `max_seq` positions (at most the model's context length).
     pub fn new(model: &'m Model<'m>, backend: B, max_seq: usize) -> Result<Self, ModelError> {
-        let ctx = model.config.context_len;
-        if max_seq == 0 || max_seq > ctx {
+        let cfg = &model.config;
+        if max_seq == 0 || max_seq > cfg.context_len {
             return Err(ModelError::ContextTooLong {
                 requested: max_seq,
-                max: ctx,
+                max: cfg.context_len,
             });
         }
         Ok(Self {
-            state: RunState::new(&model.config, max_seq),
+            cache: KvCache::new(cfg, max_seq),
+            decode: Scratch::new(cfg, 1, max_seq),
             batch: None,
             batch_size: BATCH,
+            logits: vec![0.0; cfg.vocab_size],
+            scores: Vec::new(),
+            rows: Vec::new(),
             model,
             backend,
             pos: 0,
@@ -186,7 +197,7 @@ impl<'m, B: Backend> Session<'m, B> {
 
     /// Positions the cache can hold.
     pub fn max_seq(&self) -> usize {
-        self.state.max_seq
+        self.cache.max_seq
     }
 
     /// Tokens per batch of [`Session::prefill`] and [`Session::score`] ([`BATCH`]
@@ -202,47 +213,31 @@ impl<'m, B: Backend> Session<'m, B> {
         self.pos = 0;
     }
 
+    /// Keep only the first `pos` positions of the cache (no-op if it holds fewer): the
+    /// next token runs at position `pos`, reusing what comes before it.
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+
     /// Run `token` at the next position; returns the logits for the token after it.
     pub fn forward(&mut self, token: u32) -> Result<&[f32], ModelError> {
-        let vocab = self.model.config.vocab_size;
-        if token as usize >= vocab {
-            return Err(ModelError::TokenOutOfRange { token, vocab });
-        }
-        if self.pos >= self.state.max_seq {
-            return Err(ModelError::ContextFull {
-                max_seq: self.state.max_seq,
-            });
-        }
-        let (be, cfg, w, state, pos) = (
-            &self.backend,
-            &self.model.config,
-            &self.model.weights,
-            &mut self.state,
-            self.pos,
-        );
-        forward(be, cfg, w, state, token, pos);
-        self.pos += 1;
-        Ok(&self.state.logits)
+        self.check_run(&[token])?;
+        self.run(&[token], Want::Last);
+        Ok(&self.logits)
     }
 
     /// Run a sequence of tokens (a prompt) at the next positions; returns the logits
     /// after the last one. The tokens go through the graph in batches of up to
-    /// [`BATCH`] ([`forward_batch`]; see [`Session::set_batch_size`]), each weight
-    /// read once per batch; the logits are
-    /// bit for bit those of [`Session::forward`] token by token.
+    /// [`BATCH`] (see [`Session::set_batch_size`]), each weight read once per batch;
+    /// the logits are bit for bit those of [`Session::forward`] token by token.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], ModelError> {
         self.check_run(tokens)?;
         let chunks = tokens.chunks(self.batch_size);
         let last = chunks.len() - 1;
         for (c, chunk) in chunks.enumerate() {
-            let want = if c == last {
-                Logits::Last
-            } else {
-                Logits::None
-            };
-            self.run_batch(chunk, want);
+            self.run(chunk, if c == last { Want::Last } else { Want::None });
         }
-        Ok(&self.state.logits)
+        Ok(&self.logits)
     }
 
     /// Run `tokens` at the next positions, batched as [`Session::prefill`], and call
@@ -257,20 +252,26 @@ impl<'m, B: Backend> Session<'m, B> {
         let vocab = self.model.config.vocab_size;
         let size = self.batch_size;
         for (c, chunk) in tokens.chunks(size).enumerate() {
-            self.run_batch(chunk, Logits::All);
-            let logits = match &self.batch {
-                Some(b) if chunk.len() > 1 => &b.logits[..chunk.len() * vocab],
-                _ => &self.state.logits[..],
-            };
-            for (i, l) in logits.chunks_exact(vocab).enumerate() {
+            self.run(chunk, Want::All);
+            for (i, l) in self.scores[..chunk.len() * vocab]
+                .chunks_exact(vocab)
+                .enumerate()
+            {
                 each(c * size + i, l);
             }
+        }
+        if let Some(l) = self
+            .scores
+            .chunks_exact(vocab)
+            .nth((tokens.len() - 1) % size)
+        {
+            self.logits.copy_from_slice(l);
         }
         Ok(())
     }
 
-    /// The checks of a batched run: not empty, every token in the vocabulary, room in
-    /// the cache for all of them (before any work is done).
+    /// The checks of a run: not empty, every token in the vocabulary, room in the
+    /// cache for all of them (before any work is done).
     fn check_run(&self, tokens: &[u32]) -> Result<(), ModelError> {
         if tokens.is_empty() {
             return Err(ModelError::EmptyPrompt);
@@ -279,38 +280,59 @@ impl<'m, B: Backend> Session<'m, B> {
         if let Some(&token) = tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(ModelError::TokenOutOfRange { token, vocab });
         }
-        if self.pos + tokens.len() > self.state.max_seq {
+        if self.pos + tokens.len() > self.cache.max_seq {
             return Err(ModelError::ContextFull {
-                max_seq: self.state.max_seq,
+                max_seq: self.cache.max_seq,
             });
         }
         Ok(())
     }
 
-    /// Run up to `batch_size` checked tokens: one token as [`forward`] (its logits in
-    /// `state.logits` whatever `want` says), more with [`forward_batch`].
-    fn run_batch(&mut self, tokens: &[u32], want: Logits) {
-        let (be, cfg, w, state, pos, size) = (
+    /// Run up to `batch_size` checked tokens at the next positions as one pass: one
+    /// token in the decode buffers, more in the batch buffers.
+    fn run(&mut self, tokens: &[u32], want: Want) {
+        let (cfg, max_seq, pos) = (&self.model.config, self.cache.max_seq, self.pos);
+        self.rows.clear();
+        self.rows
+            .extend(tokens.iter().enumerate().map(|(i, &token)| Row {
+                seq: 0,
+                token,
+                pos: pos + i,
+            }));
+        let scratch = match tokens.len() {
+            1 => &mut self.decode,
+            _ => {
+                let size = self.batch_size.min(max_seq);
+                self.batch
+                    .get_or_insert_with(|| Scratch::new(cfg, size, max_seq))
+            }
+        };
+        let (n, vocab) = (tokens.len(), cfg.vocab_size);
+        let out = match want {
+            Want::All => {
+                if self.scores.len() < n * vocab {
+                    self.scores.resize(self.batch_size * vocab, 0.0);
+                }
+                &mut self.scores
+            }
+            _ => &mut self.logits,
+        };
+        let logits = want.logits(out, n, vocab);
+        let caches = std::slice::from_mut(&mut self.cache);
+        forward(
             &self.backend,
-            &self.model.config,
+            cfg,
             &self.model.weights,
-            &mut self.state,
-            self.pos,
-            self.batch_size,
+            scratch,
+            caches,
+            &self.rows,
+            logits,
         );
-        if let [token] = tokens {
-            forward(be, cfg, w, state, *token, pos);
-        } else {
-            let batch = self
-                .batch
-                .get_or_insert_with(|| BatchState::new(cfg, size.min(state.max_seq)));
-            forward_batch(be, cfg, w, state, batch, tokens, pos, want);
-        }
         self.pos += tokens.len();
     }
 
-    /// The logits of the last forward pass.
+    /// The logits of the last token run.
     pub fn logits(&self) -> &[f32] {
-        &self.state.logits
+        &self.logits
     }
 }

@@ -1,14 +1,14 @@
-//! Everything a forward pass writes: activations and the KV cache, allocated once per
-//! session so the decode loop never allocates.
+//! Everything a forward pass writes: the KV cache of each sequence ([`KvCache`]) and the
+//! scratch buffers of a pass ([`Scratch`]), allocated once so the decode loop never
+//! allocates.
 
 use vtc_kernels::Q8Vec;
 
 use crate::Config;
 
-/// The activation buffers of the graph for `rows` tokens, one row per token: the
-/// single token of a decode step ([`RunState::act`], one row) or a batch of
-/// consecutive tokens ([`BatchState::act`], `capacity` rows). Row `i` of a buffer is
-/// `[i * width..(i + 1) * width]`.
+/// The activation buffers of the graph for up to `rows` tokens, one row per token (a
+/// decode step's single token, a prompt chunk, or one token of each of several
+/// sequences). Row `i` of a buffer is `[i * width..(i + 1) * width]`.
 #[derive(Clone, Debug)]
 pub struct Activations {
     /// Residual stream, `[rows][dim]`.
@@ -57,92 +57,88 @@ fn q8_width(cfg: &Config) -> usize {
         .next_multiple_of(32)
 }
 
-/// Activation buffers and the KV cache of one sequence.
+/// Floats of attention scratch one parallel region may use: rows of a pass share a
+/// region ([`Scratch::att_rows`] of them) while their scores fit in this many
+/// (16 MiB).
+const ATT_BUDGET: usize = 1 << 22;
+
+/// The keys and values of one sequence, `[layer][kv_head][position][head_dim]`: one
+/// head's keys are contiguous, so attention reads them front to back.
 #[derive(Clone, Debug)]
-pub struct RunState {
-    /// The current token's activations (one row).
-    pub act: Activations,
-    /// Attention scratch, one chunk per head of `head_dim + positions` floats (the
-    /// head's output, then its scores), `[n_heads][head_dim + max_seq]` at most.
-    pub att: Vec<f32>,
-    /// RoPE cosines for the current position, `[head_dim / 2]`.
-    pub cos: Vec<f32>,
-    /// RoPE sines for the current position, `[head_dim / 2]`.
-    pub sin: Vec<f32>,
-    /// RoPE inverse frequencies, `theta^(-2i / head_dim)`, `[head_dim / 2]`.
-    pub inv_freq: Vec<f64>,
-    /// Output logits, `[vocab]`.
-    pub logits: Vec<f32>,
-    /// Keys, `[layer][kv_head][position][head_dim]`: one head's keys are contiguous.
-    pub key_cache: Vec<f32>,
+pub struct KvCache {
+    /// Keys.
+    pub keys: Vec<f32>,
     /// Values, same layout as the keys.
-    pub value_cache: Vec<f32>,
-    /// The input of the current product quantized to int8 blocks (for quantized
-    /// matrices), with room for the widest input.
-    pub xq: Q8Vec,
+    pub values: Vec<f32>,
     /// Positions the cache can hold.
     pub max_seq: usize,
 }
 
-impl RunState {
-    /// Buffers for `cfg` with room for `max_seq` positions.
+impl KvCache {
+    /// A zeroed cache of `max_seq` positions for `cfg`.
     pub fn new(cfg: &Config, max_seq: usize) -> Self {
-        let hd = cfg.head_dim;
-        let cache = cfg.n_layers * cfg.n_kv_heads * max_seq * hd;
+        let len = cfg.n_layers * cfg.n_kv_heads * max_seq * cfg.head_dim;
         Self {
-            act: Activations::new(cfg, 1),
-            att: vec![0.0; cfg.n_heads * (hd + max_seq)],
-            cos: vec![0.0; hd / 2],
-            sin: vec![0.0; hd / 2],
-            inv_freq: (0..hd / 2)
-                .map(|i| (cfg.rope_theta as f64).powf(-2.0 * i as f64 / hd as f64))
-                .collect(),
-            logits: vec![0.0; cfg.vocab_size],
-            key_cache: vec![0.0; cache],
-            value_cache: vec![0.0; cache],
-            xq: Q8Vec::new(q8_width(cfg)),
+            keys: vec![0.0; len],
+            values: vec![0.0; len],
             max_seq,
         }
     }
 
     /// Start of the cached keys (or values) of `kv_head` in `layer`.
     #[inline]
-    pub fn cache_base(&self, cfg: &Config, layer: usize, kv_head: usize) -> usize {
-        Self::cache_offset(cfg, self.max_seq, layer, kv_head)
-    }
-
-    /// [`RunState::cache_base`] for a cache of `max_seq` positions.
-    #[inline]
-    pub fn cache_offset(cfg: &Config, max_seq: usize, layer: usize, kv_head: usize) -> usize {
-        (layer * cfg.n_kv_heads + kv_head) * max_seq * cfg.head_dim
+    pub fn offset(&self, cfg: &Config, layer: usize, kv_head: usize) -> usize {
+        (layer * cfg.n_kv_heads + kv_head) * self.max_seq * cfg.head_dim
     }
 }
 
-/// Activation buffers of a batch of up to `capacity` consecutive tokens run through
-/// the graph together ([`forward_batch`](crate::forward_batch)): the [`Activations`]
-/// of [`RunState`] with one row per token, so every weight matrix is read once per
-/// batch. Allocated once per session, on its first batched run.
+/// The scratch buffers of a pass of up to `capacity` tokens through the graph
+/// ([`forward`](crate::forward)), whatever sequences they belong to: activations,
+/// quantized inputs, attention scores and the RoPE angles. Allocated once (a session
+/// keeps one of capacity 1 for decoding and one for prompt chunks).
 #[derive(Clone, Debug)]
-pub struct BatchState {
+pub struct Scratch {
     /// Every token's activations, `capacity` rows.
     pub act: Activations,
     /// Each token's product input quantized to int8 blocks (for quantized matrices).
     pub xq: Vec<Q8Vec>,
-    /// Logits of every token of the batch, `[capacity][vocab]`, when asked for
-    /// ([`Logits::All`](crate::Logits::All)); allocated on first use.
-    pub logits: Vec<f32>,
-    /// Tokens per batch.
+    /// Attention scratch: for each of up to `att_rows` tokens and each head, a chunk of
+    /// `head_dim + positions` floats (the head's output, then its scores).
+    pub att: Vec<f32>,
+    /// Tokens whose attention runs as one parallel region.
+    pub att_rows: usize,
+    /// RoPE cosines of the current token's position, `[head_dim / 2]`.
+    pub cos: Vec<f32>,
+    /// RoPE sines of the current token's position, `[head_dim / 2]`.
+    pub sin: Vec<f32>,
+    /// RoPE inverse frequencies, `theta^(-2i / head_dim)`, `[head_dim / 2]`.
+    pub inv_freq: Vec<f64>,
+    /// Tokens per pass.
     pub capacity: usize,
+    /// Longest cache the attention scratch has room for.
+    pub max_seq: usize,
 }
 
-impl BatchState {
-    /// Buffers for batches of up to `capacity` tokens of `cfg`.
-    pub fn new(cfg: &Config, capacity: usize) -> Self {
+impl Scratch {
+    /// Buffers for passes of up to `capacity` tokens (at least 1) of `cfg` over caches
+    /// of up to `max_seq` positions.
+    pub fn new(cfg: &Config, capacity: usize, max_seq: usize) -> Self {
+        let capacity = capacity.max(1);
+        let hd = cfg.head_dim;
+        let per_row = cfg.n_heads * (hd + max_seq);
+        let att_rows = (ATT_BUDGET / per_row).clamp(1, capacity);
         Self {
             act: Activations::new(cfg, capacity),
             xq: (0..capacity).map(|_| Q8Vec::new(q8_width(cfg))).collect(),
-            logits: Vec::new(),
+            att: vec![0.0; att_rows * per_row],
+            att_rows,
+            cos: vec![0.0; hd / 2],
+            sin: vec![0.0; hd / 2],
+            inv_freq: (0..hd / 2)
+                .map(|i| (cfg.rope_theta as f64).powf(-2.0 * i as f64 / hd as f64))
+                .collect(),
             capacity,
+            max_seq,
         }
     }
 }

@@ -154,3 +154,38 @@ fn synthetic_batched_runs_check_their_input() {
     ));
     assert_eq!(s.pos(), 6);
 }
+
+/// A context so long that a batch's attention runs in several parallel regions (the
+/// scores of 8 heads over 8192 positions fill the scratch budget at 63 rows, so a
+/// batch of 64 is split 63 + 1): prefill gives the bits of token-by-token decoding.
+#[test]
+fn synthetic_attention_in_several_regions_matches_token_by_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = vtc_import::synthetic::SyntheticSpec {
+        dim: 64,
+        hidden_dim: 96,
+        n_layers: 1,
+        n_heads: 8,
+        n_kv_heads: 4,
+        vocab_size: 128,
+        context_len: 8192,
+        dtype: OutDType::Q8_0,
+        tile_rows: 8,
+        seed: 11,
+    };
+    let path = dir.path().join("regions.tvl");
+    vtc_import::synthetic::write_synthetic(&spec, &path).unwrap();
+    let file = TvlFile::open(&path).unwrap();
+    let model = Model::load(&file).unwrap();
+    let c = model.config();
+    let scratch = vtc_model::Scratch::new(c, 64, c.context_len);
+    assert_eq!(scratch.att_rows, 63, "the batch must need two regions");
+    let ids = ids(150, c.vocab_size);
+    for be in vtc_kernels::available() {
+        let want = one_by_one(&model, be, &ids);
+        let t = Threaded::new(be, 2).unwrap();
+        let mut s = Session::new(&model, &t, c.context_len).unwrap();
+        let got = s.prefill(&ids).unwrap();
+        assert!(*got == want[149][..], "{}: prefill of 150", be.name());
+    }
+}
