@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde_json::json;
 use vtc_kernels::Backend;
-use vtc_model::{Model, Session, argmax};
+use vtc_model::{Model, Session, Slots, argmax};
 
 use crate::BoxError;
 use vtc_kernels::probe;
@@ -24,6 +24,9 @@ pub struct BenchArgs {
     pub backends: Vec<String>,
     /// Thread counts to run each backend with.
     pub threads: Vec<usize>,
+    /// Sequences decoded together in the tg tests (1 = one [`Session`]; more = one
+    /// [`Slots`] step per token of all of them).
+    pub seqs: Vec<usize>,
     /// Repetitions of each test (the best is reported).
     pub reps: usize,
     /// One JSON object per line instead of a table.
@@ -49,8 +52,9 @@ struct Row {
     median_ms: f64,
     max_ms: f64,
     /// Weight reads per token, in units of the whole model's per-token bytes: 1 for a
-    /// token generated alone; `ceil(p / BATCH) / p` for a prompt of `p` tokens, whose
-    /// batches of up to `vtc_model::BATCH` tokens each read the weights once.
+    /// token generated alone, `1 / S` for one of `S` sequences decoded together;
+    /// `ceil(p / BATCH) / p` for a prompt of `p` tokens, whose batches of up to
+    /// `vtc_model::BATCH` tokens each read the weights once.
     weight_reads: f64,
 }
 
@@ -150,14 +154,23 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
             rows.extend(best);
         }
         for &n in &args.gens {
-            let mut best: Option<Row> = None;
-            for _ in 0..args.reps.max(1) {
-                let r = run_tg(&mut session, n)?;
-                if best.as_ref().is_none_or(|b| r.tok_s > b.tok_s) {
-                    best = Some(r);
+            for &seqs in &args.seqs {
+                let mut slots = match seqs {
+                    0 | 1 => None,
+                    _ => Some(Slots::new(&model, be.as_ref(), seqs, n.max(1))?),
+                };
+                let mut best: Option<Row> = None;
+                for _ in 0..args.reps.max(1) {
+                    let r = match &mut slots {
+                        None => run_tg(&mut session, n)?,
+                        Some(slots) => run_tg_slots(slots, n)?,
+                    };
+                    if best.as_ref().is_none_or(|b| r.tok_s > b.tok_s) {
+                        best = Some(r);
+                    }
                 }
+                rows.extend(best);
             }
-            rows.extend(best);
         }
     }
     // Bandwidth again after the runs: the machine is shared, report both ends.
@@ -198,7 +211,7 @@ pub fn bench(args: BenchArgs) -> Result<(), BoxError> {
                     "first_token_ms": first_token_ms,
                 })
             );
-        } else if r.weight_reads < 1.0 {
+        } else if r.weight_reads < 1.0 && r.test.starts_with("pp") {
             println!(
                 "{:<8} {:<7} threads {}  {:>8.2} tok/s  per token {:>7.2} ms              {:>5.1}% of the bandwidth (weights read once per batch)",
                 r.backend,
@@ -302,4 +315,37 @@ fn run_tg<B: Backend>(s: &mut Session<'_, B>, n: usize) -> Result<Row, BoxError>
     }
     let b = s.backend();
     Ok(stats(format!("tg{n}"), b.name(), b.threads(), steps))
+}
+
+/// `n` decode steps of `S` sequences together (`S = slots.slots()`), each step one
+/// [`Slots::step`]; sequence `k` starts from a different token. Tokens per second are
+/// the aggregate of all sequences.
+fn run_tg_slots<B: Backend>(slots: &mut Slots<'_, B>, n: usize) -> Result<Row, BoxError> {
+    let seqs = slots.slots();
+    let vocab = slots.model().config().vocab_size;
+    for k in 0..seqs {
+        slots.truncate(k, 0);
+    }
+    let mut rows: Vec<(usize, u32)> = (0..seqs)
+        .map(|k| {
+            (
+                k,
+                (first_token(slots.model()) as usize + k) as u32 % vocab as u32,
+            )
+        })
+        .collect();
+    let mut steps = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        slots.step(&rows)?;
+        for (i, row) in rows.iter_mut().enumerate() {
+            row.1 = argmax(slots.logits(i));
+        }
+        steps.push(t.elapsed().as_secs_f64());
+    }
+    let b = slots.backend();
+    let mut r = stats(format!("tg{n}x{seqs}"), b.name(), b.threads(), steps);
+    r.tok_s *= seqs as f64;
+    r.weight_reads = 1.0 / seqs as f64;
+    Ok(r)
 }

@@ -167,6 +167,11 @@ enum Command {
         /// pays the page faults (to measure them).
         #[arg(long)]
         lazy: bool,
+        /// Sequences decoded together in the tg tests (comma-separated): S > 1 runs
+        /// one batched step per token of all S (`vtc_model::Slots`, what `vtc serve`
+        /// does), reported as test `tgNxS` in aggregate tokens per second.
+        #[arg(short = 's', long, value_delimiter = ',', default_value = "1")]
+        seqs: Vec<usize>,
         /// Repetitions per test; the fastest is reported.
         #[arg(short = 'r', long, default_value_t = 1)]
         reps: usize,
@@ -258,6 +263,7 @@ fn main() -> ExitCode {
             gens,
             backend,
             threads,
+            seqs,
             reps,
             json,
             lazy,
@@ -267,6 +273,7 @@ fn main() -> ExitCode {
             gens,
             backends: backend,
             threads,
+            seqs,
             reps,
             json,
             lazy,

@@ -59,6 +59,11 @@ impl<'m, B: Backend> Slots<'m, B> {
         self.model
     }
 
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
     /// Number of slots.
     pub fn slots(&self) -> usize {
         self.caches.len()
