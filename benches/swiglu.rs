@@ -1,5 +1,5 @@
-//! `swiglu` per backend over FFN hidden widths (SmolLM2 1536, stories110M 2048, and a
-//! larger 8192). Throughput is the bytes touched: `gate` read and written, `up` read
+//! `swiglu` and `geglu` (Gemma's tanh-GELU gate) per backend over FFN hidden widths
+//! (SmolLM2 1536, stories110M 2048, Gemma 3 270M 2048, and a larger 8192). Throughput is the bytes touched: `gate` read and written, `up` read
 //! (12 bytes per element). Each iteration restores `gate` first (a `copy_from_slice`,
 //! a small fraction of the `exp`-bound kernel) so the data does not drift.
 
@@ -11,8 +11,20 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 
 const SIZES: &[usize] = &[1536, 2048, 8192];
 
+type Glu = fn(&dyn vtc_kernels::Backend, &mut [f32], &[f32]);
+
 fn bench_swiglu(c: &mut Criterion) {
-    let mut group = c.benchmark_group("swiglu");
+    let kernels: [(&str, Glu); 2] = [
+        ("swiglu", |b, g, u| b.swiglu(g, u)),
+        ("geglu", |b, g, u| b.geglu(g, u)),
+    ];
+    for (name, glu) in kernels {
+        bench_glu(c, name, glu);
+    }
+}
+
+fn bench_glu(c: &mut Criterion, name: &str, glu: Glu) {
+    let mut group = c.benchmark_group(name);
     for backend in common::backends() {
         for &n in SIZES {
             let mut rng = common::Rng(n as u64);
@@ -23,7 +35,7 @@ fn bench_swiglu(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new(backend.name(), n), |b| {
                 b.iter(|| {
                     gate.copy_from_slice(&src);
-                    backend.swiglu(black_box(&mut gate), black_box(&up))
+                    glu(backend, black_box(&mut gate), black_box(&up))
                 })
             });
         }

@@ -183,6 +183,11 @@ pub trait Backend: Send + Sync {
     /// `gate[i] = silu(gate[i]) * up[i]`, `silu(g) = g / (1 + exp(-g))`.
     fn swiglu(&self, gate: &mut [f32], up: &[f32]);
 
+    /// `gate[i] = gelu(gate[i]) * up[i]` with GELU's tanh approximation,
+    /// `gelu(g) = 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3)))` (Gemma's
+    /// feed-forward).
+    fn geglu(&self, gate: &mut [f32], up: &[f32]);
+
     /// Attention scores: `out[t] = scale * dot(q, keys[t * stride ..][.. q.len()])` for
     /// every `t < out.len()`.
     fn attn_scores(&self, q: &[f32], keys: &[f32], stride: usize, scale: f32, out: &mut [f32]);
@@ -241,6 +246,7 @@ macro_rules! forward_backend {
                 (**self).rope(x, head_dim, cos, sin, style)
             }
             fn swiglu(&self, gate: &mut [f32], up: &[f32]) { (**self).swiglu(gate, up) }
+            fn geglu(&self, gate: &mut [f32], up: &[f32]) { (**self).geglu(gate, up) }
             fn attn_scores(&self, q: &[f32], keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
                 (**self).attn_scores(q, keys, stride, scale, out)
             }

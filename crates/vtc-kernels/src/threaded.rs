@@ -313,6 +313,10 @@ impl<B: Backend> Backend for Threaded<B> {
         self.inner.swiglu(gate, up)
     }
 
+    fn geglu(&self, gate: &mut [f32], up: &[f32]) {
+        self.inner.geglu(gate, up)
+    }
+
     fn attn_scores(&self, q: &[f32], keys: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
         self.inner.attn_scores(q, keys, stride, scale, out)
     }

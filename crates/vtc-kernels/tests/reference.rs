@@ -30,6 +30,8 @@
 //!   `γ(n) + 4u`.
 //! - rope: each output is `a*c ± b*s`, `|err| <= γ(2) * (|a c| + |b s|)`.
 //! - swiglu: a few roundings and one `exp`: `|err| <= γ(16) * |ref|`.
+//! - geglu: the same on `z = g (k1 + k2 g^2)`, whose own few roundings move the
+//!   sigmoid by at most `|z| γ(4)` relative: `|err| <= (γ(16) + |z| γ(4)) * |ref|`.
 //! - add: correctly rounded, so bit-exact.
 //!
 //! Every bound also allows a few multiples of the smallest subnormal (underflow), and
@@ -822,6 +824,47 @@ fn check_swiglu(b: &dyn Backend, gate: &[f32], up: &[f32]) -> Result<(), String>
         )?;
     }
     Ok(())
+}
+
+fn check_geglu(b: &dyn Backend, gate: &[f32], up: &[f32]) -> Result<(), String> {
+    let mut g = gate.to_vec();
+    b.geglu(&mut g, up);
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    for (i, &got) in g.iter().enumerate() {
+        let (x, u) = (f64::from(gate[i]), f64::from(up[i]));
+        // 0.5 x (1 + tanh(z / 2)) written as x / (1 + e^-z): no cancellation for x < 0.
+        let z = 2.0 * c * (x + 0.044715 * x * x * x);
+        let want = x / (1.0 + (-z).exp()) * u;
+        // Past exp's range the true value is below 1e-36 |g up|: allow a flush to 0.
+        let floor = 1e-30 * (x * u).abs() + 4.0 * SUB;
+        close(
+            || format!("{} geglu [{i}] gate {x:e} up {u:e}", b.name()),
+            got,
+            want,
+            (gamma(16) + z.abs().min(1e6) * gamma(4)) * want.abs() + floor,
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn geglu_all_lengths_and_extremes() {
+    let mut rng = Rng(17);
+    for b in backends() {
+        for &n in LENS_1D {
+            let gate: Vec<f32> = rng.vec(n, Dist::Unit).iter().map(|v| v * 8.0).collect();
+            let up = rng.vec(n, Dist::Wide);
+            check_geglu(b, &gate, &up).unwrap();
+        }
+        let gate = [
+            0.0f32, -0.0, 1e-30, -1e-30, 0.5, -0.5, 1.0, -1.0, 3.0, -3.0, 5.0, -5.0, 10.0, -10.0,
+            12.0, -12.0, 100.0, -100.0, 1e4, -1e4,
+        ];
+        let up: Vec<f32> = (0..gate.len())
+            .map(|i| if i % 4 == 3 { -1.5 } else { 2.0 })
+            .collect();
+        check_geglu(b, &gate, &up).unwrap();
+    }
 }
 
 #[test]

@@ -137,6 +137,12 @@ mod canon {
         g / (1.0 + exp(-g)) * u
     }
 
+    /// tanh GELU as `g / (1 + exp(-z)) * u`, `z = g (K1 + K2 g^2)`.
+    pub fn geglu(g: f32, u: f32) -> f32 {
+        let z = g * (g * g).mul_add(0.071_354_814, 1.595_769_2);
+        g / (1.0 + exp(-z)) * u
+    }
+
     pub fn attn_values(p: &[f32], v: &[f32], stride: usize, d: usize) -> Vec<f32> {
         (0..d)
             .map(|k| {
@@ -327,6 +333,24 @@ proptest! {
             let mut g = gate.clone();
             b.swiglu(&mut g, &up);
             let what = format!("{} swiglu n={n}", b.name());
+            same_bits(&what, &g, &want)?;
+        }
+    }
+
+    #[test]
+    fn geglu_is_canonical(
+        n in prop::sample::select(LENS),
+        gscale in prop::sample::select(&[1.0f32, 6.0, 120.0][..]),
+        seed in any::<u64>(),
+    ) {
+        let mut rng = Rng(seed);
+        let gate: Vec<f32> = rng.vec(n, Dist::Unit).iter().map(|v| v * gscale).collect();
+        let up = rng.vec(n, Dist::Wide);
+        let want: Vec<f32> = gate.iter().zip(&up).map(|(&g, &u)| canon::geglu(g, u)).collect();
+        for b in backends() {
+            let mut g = gate.clone();
+            b.geglu(&mut g, &up);
+            let what = format!("{} geglu n={n}", b.name());
             same_bits(&what, &g, &want)?;
         }
     }

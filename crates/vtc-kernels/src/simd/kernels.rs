@@ -723,22 +723,50 @@ fn silu_mul<S: Simd>(s: S, g: S::V, u: S::V) -> S::V {
     s.mul(s.div(g, s.add(s.splat(1.0), e)), u)
 }
 
+/// `gelu(g) * u` with GELU's tanh form, `0.5 g (1 + tanh(c (g + 0.044715 g^3)))`,
+/// `c = sqrt(2 / pi)`, computed as the equal `g / (1 + exp(-z)) * u` with
+/// `z = g (2c + 2c 0.044715 g^2)`: the arithmetic of [`silu_mul`] on `z`.
+#[inline(always)]
+fn gelu_mul<S: Simd>(s: S, g: S::V, u: S::V) -> S::V {
+    let z = s.mul(g, s.fma(s.mul(g, g), s.splat(GELU_K2), s.splat(GELU_K1)));
+    let e = exp(s, s.mul(z, s.splat(-1.0)));
+    s.mul(s.div(g, s.add(s.splat(1.0), e)), u)
+}
+
+/// `2 sqrt(2 / pi)`.
+const GELU_K1: f32 = 1.595_769_2;
+/// `2 sqrt(2 / pi) 0.044715`.
+const GELU_K2: f32 = 0.071_354_814;
+
 /// SwiGLU: `gate[i] = silu(gate[i]) * up[i]`.
 #[inline(always)]
 pub(crate) fn swiglu<S: Simd>(s: S, gate: &mut [f32], up: &[f32]) {
-    assert_eq!(gate.len(), up.len(), "swiglu: lengths");
+    glu(s, gate, up, silu_mul::<S>);
+}
+
+/// GeGLU (tanh GELU): `gate[i] = gelu(gate[i]) * up[i]`.
+#[inline(always)]
+pub(crate) fn geglu<S: Simd>(s: S, gate: &mut [f32], up: &[f32]) {
+    glu(s, gate, up, gelu_mul::<S>);
+}
+
+/// A gated linear unit: `gate[i] = f(gate[i], up[i])` lane by lane (the tail padded
+/// with zeros).
+#[inline(always)]
+fn glu<S: Simd>(s: S, gate: &mut [f32], up: &[f32], f: impl Fn(S, S::V, S::V) -> S::V) {
+    assert_eq!(gate.len(), up.len(), "glu: lengths");
     let mut gc = gate.chunks_exact_mut(S::LANES);
     let mut uc = up.chunks_exact(S::LANES);
     for (g, u) in (&mut gc).zip(&mut uc) {
         // SAFETY: every chunk holds LANES floats.
         unsafe {
-            let v = silu_mul(s, s.loadu(g.as_ptr()), s.loadu(u.as_ptr()));
+            let v = f(s, s.loadu(g.as_ptr()), s.loadu(u.as_ptr()));
             s.storeu(g.as_mut_ptr(), v);
         }
     }
     let (g, u) = (gc.into_remainder(), uc.remainder());
     if !g.is_empty() {
-        let v = silu_mul(s, load_upto(s, g, 0.0), load_upto(s, u, 0.0));
+        let v = f(s, load_upto(s, g, 0.0), load_upto(s, u, 0.0));
         store_upto(s, g, v);
     }
 }

@@ -252,6 +252,18 @@ macro_rules! simd_backend {
                 unsafe { imp(*self, gate, up) }
             }
 
+            fn geglu(&self, gate: &mut [f32], up: &[f32]) {
+                $(#[target_feature(enable = $feat)])?
+                fn imp(s: $ty, gate: &mut [f32], up: &[f32]) {
+                    $crate::simd::kernels::geglu(s, gate, up)
+                }
+                // SAFETY: `self` is a value of the backend type, which only its constructor
+                // creates, once the CPU is known to have every feature in `$feat` (with no
+                // features, `imp` is a safe function and the block is a no-op).
+                #[allow(unused_unsafe)]
+                unsafe { imp(*self, gate, up) }
+            }
+
             fn attn_scores(
                 &self,
                 q: &[f32],
