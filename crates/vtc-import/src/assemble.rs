@@ -148,6 +148,9 @@ pub(crate) fn assemble(
             reason: "tile_rows and block_tile_rows must be at least 1".into(),
         });
     }
+    // The importer set the tokenizer fields too: check the whole record once more, as
+    // the model will when it loads the file.
+    config.validate()?;
     let mut writer = TvlWriter::new(config);
     let mut rounded_tensors = Vec::new();
     let order = forward_order(&config);

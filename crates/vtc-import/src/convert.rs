@@ -29,7 +29,7 @@ use crate::fetch::FetchError;
 use crate::gguf::{Array, GgmlType, GgufError, GgufFile, TensorInfo, Value};
 
 /// [`ModelConfig::arch`] of a Llama model.
-pub const ARCH_LLAMA: u32 = 1;
+pub use tvl_format::ARCH_LLAMA;
 
 /// GGUF's token type of a control token (the token-type table keeps GGUF's values).
 const GGUF_CONTROL: u8 = 3;
@@ -112,6 +112,10 @@ pub enum ImportError {
         /// What is wrong.
         reason: String,
     },
+    /// The configuration built from the source fails [`ModelConfig::validate`], the
+    /// check the model runs when it loads the file.
+    #[error("invalid model configuration: {0}")]
+    Config(#[from] tvl_format::ConfigError),
     /// A tensor the architecture needs is absent.
     #[error("required tensor {name:?} is missing")]
     MissingTensor {
@@ -706,9 +710,6 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
     if head_dim % 2 != 0 {
         return Err(invalid(format!("head dimension {head_dim} is odd")));
     }
-    if n_heads.checked_mul(head_dim).is_none() {
-        return Err(invalid("head_count * head dimension overflows u32"));
-    }
     if !(rope_theta.is_finite() && rope_theta > 0.0) {
         return Err(invalid(format!(
             "rope.freq_base {rope_theta} is not positive"
@@ -721,7 +722,7 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
         )));
     }
 
-    Ok(ModelConfig {
+    let config = ModelConfig {
         arch: ARCH_LLAMA,
         dim,
         hidden_dim,
@@ -736,7 +737,9 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
         rope_style: RopeStyle::Interleaved as u32,
         tied_output: u32::from(g.tensor("output.weight").is_none()),
         ..tokenizer_config(g, vocab_size)?
-    })
+    };
+    config.validate()?;
+    Ok(config)
 }
 
 /// The tokenizer fields of the configuration (the rest default): kind, pre-tokenizer,

@@ -321,7 +321,7 @@ fn model_config(doc: &Doc<'_>) -> Result<ModelConfig, ImportError> {
             "rope_theta {rope_theta} and rms_norm_eps {rms_eps} must be positive"
         )));
     }
-    Ok(ModelConfig {
+    let config = ModelConfig {
         arch: ARCH_LLAMA,
         dim,
         hidden_dim,
@@ -343,7 +343,9 @@ fn model_config(doc: &Doc<'_>) -> Result<ModelConfig, ImportError> {
         pretokenizer: PreTokenizer::Gpt2 as u32,
         unk_id: NONE_ID,
         ..ModelConfig::default()
-    })
+    };
+    config.validate()?;
+    Ok(config)
 }
 
 // ---------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ impl SyntheticSpec {
         if self.vocab_size < 96 {
             return Err(bad("the vocabulary needs at least 96 tokens".into()));
         }
-        Ok(ModelConfig {
+        let config = ModelConfig {
             arch: ARCH_LLAMA,
             dim: self.dim,
             hidden_dim: self.hidden_dim,
@@ -127,7 +127,9 @@ impl SyntheticSpec {
             unk_id: NONE_ID,
             tokenizer_flags: 0,
             reserved: [0; 11],
-        })
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 
