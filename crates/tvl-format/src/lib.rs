@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod arch;
 mod config;
 mod geometry;
 pub mod quant;

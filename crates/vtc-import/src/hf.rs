@@ -790,8 +790,8 @@ pub fn convert_dir(
         &[u64::from(config.vocab_size), u64::from(config.dim)],
     )?;
     let tables = tokenizer(dir, &config_doc, &mut config)?;
-    let expected: HashMap<String, Vec<u64>> = crate::convert::expected_tensors(&config)
-        .map(|(n, s, _)| (n, s))
+    let expected: HashMap<String, Vec<u64>> = tvl_format::arch::tensors(&config)
+        .map(|t| (t.name, t.shape))
         .collect();
     let (heads, kv_heads, head_dim, dim) = (
         config.n_heads as usize,
