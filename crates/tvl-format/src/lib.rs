@@ -1,11 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod arch;
+mod config;
 mod geometry;
 pub mod quant;
 mod records;
 mod writer;
 
+pub use config::{ARCH_LLAMA, ConfigError, MAX_DIM, MAX_LAYERS_OR_HEADS};
 pub use geometry::{TileGeometry, line_utilization};
 pub use quant::{BlockGeometry, BlockType, QuantData};
 pub use records::tokenizer_flags;

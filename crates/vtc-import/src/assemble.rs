@@ -11,11 +11,9 @@
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use tvl_format::{ModelConfig, TensorData, TvlWriter, names};
+use tvl_format::{ModelConfig, TensorData, TvlWriter, arch, names};
 
-use crate::convert::{
-    Conversion, ConvertOptions, ImportError, MatrixSource, add_matrix, expected_tensors,
-};
+use crate::convert::{Conversion, ConvertOptions, ImportError, MatrixSource, add_matrix};
 
 /// The values of one logical tensor, row-major.
 pub(crate) enum Values {
@@ -122,17 +120,6 @@ impl Tables {
     }
 }
 
-/// The tensors of `config` in forward-pass order: the embedding, the blocks, the final
-/// norm and the output head.
-fn forward_order(config: &ModelConfig) -> Vec<(String, Vec<u64>, bool)> {
-    let all: Vec<_> = expected_tensors(config).collect();
-    let (tail, mut order): (Vec<_>, Vec<_>) = all
-        .into_iter()
-        .partition(|(n, _, _)| n == "output_norm.weight" || n == "output.weight");
-    order.extend(tail);
-    order
-}
-
 /// Build the TVL writer of a Llama model. `fetch(name)` gives the values of a tensor
 /// (`None` if the source has no such tensor; only `output.weight` may be absent, and
 /// only when `config.tied_output` is 1). `progress(done, total)` counts tensors.
@@ -148,12 +135,15 @@ pub(crate) fn assemble(
             reason: "tile_rows and block_tile_rows must be at least 1".into(),
         });
     }
+    // The importer set the tokenizer fields too: check the whole record once more, as
+    // the model will when it loads the file.
+    config.validate()?;
     let mut writer = TvlWriter::new(config);
     let mut rounded_tensors = Vec::new();
-    let order = forward_order(&config);
+    let order: Vec<arch::TensorSpec> = arch::tensors(&config).collect();
     let total = order.len();
     progress(0, total);
-    for (i, (name, shape, _)) in order.into_iter().enumerate() {
+    for (i, arch::TensorSpec { name, shape, .. }) in order.into_iter().enumerate() {
         let tied = name == "output.weight" && config.tied_output == 1;
         let values = match fetch(&name)? {
             None if tied => {

@@ -21,7 +21,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use tvl_format::{
     DType, FormatError, ModelConfig, NONE_ID, PreTokenizer, QuantData, RopeStyle, TensorData,
-    TokenizerKind, TvlWriter, names, tokenizer_flags,
+    TokenizerKind, TvlWriter, arch, names, tokenizer_flags,
 };
 
 use crate::dequant::{self, DequantError};
@@ -29,7 +29,7 @@ use crate::fetch::FetchError;
 use crate::gguf::{Array, GgmlType, GgufError, GgufFile, TensorInfo, Value};
 
 /// [`ModelConfig::arch`] of a Llama model.
-pub const ARCH_LLAMA: u32 = 1;
+pub use tvl_format::ARCH_LLAMA;
 
 /// GGUF's token type of a control token (the token-type table keeps GGUF's values).
 const GGUF_CONTROL: u8 = 3;
@@ -112,6 +112,10 @@ pub enum ImportError {
         /// What is wrong.
         reason: String,
     },
+    /// The configuration built from the source fails [`ModelConfig::validate`], the
+    /// check the model runs when it loads the file.
+    #[error("invalid model configuration: {0}")]
+    Config(#[from] tvl_format::ConfigError),
     /// A tensor the architecture needs is absent.
     #[error("required tensor {name:?} is missing")]
     MissingTensor {
@@ -706,9 +710,6 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
     if head_dim % 2 != 0 {
         return Err(invalid(format!("head dimension {head_dim} is odd")));
     }
-    if n_heads.checked_mul(head_dim).is_none() {
-        return Err(invalid("head_count * head dimension overflows u32"));
-    }
     if !(rope_theta.is_finite() && rope_theta > 0.0) {
         return Err(invalid(format!(
             "rope.freq_base {rope_theta} is not positive"
@@ -721,7 +722,7 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
         )));
     }
 
-    Ok(ModelConfig {
+    let config = ModelConfig {
         arch: ARCH_LLAMA,
         dim,
         hidden_dim,
@@ -736,7 +737,9 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
         rope_style: RopeStyle::Interleaved as u32,
         tied_output: u32::from(g.tensor("output.weight").is_none()),
         ..tokenizer_config(g, vocab_size)?
-    })
+    };
+    config.validate()?;
+    Ok(config)
 }
 
 /// The tokenizer fields of the configuration (the rest default): kind, pre-tokenizer,
@@ -823,80 +826,22 @@ fn add_chat_template(g: &GgufFile, w: &mut TvlWriter) -> Result<(), ImportError>
     Ok(())
 }
 
-/// The tensors a Llama model with this configuration needs, with their shapes
-/// outermost first (`[out, in]` for a matrix) and whether each is required, in
-/// order: globals, then layer by layer. Lazy, so a hostile `n_layers` costs nothing
-/// until a tensor is found missing.
-pub fn expected_tensors(c: &ModelConfig) -> impl Iterator<Item = (String, Vec<u64>, bool)> {
-    let d = u64::from(c.dim);
-    let q = u64::from(c.n_heads) * u64::from(c.head_dim);
-    let kv = u64::from(c.n_kv_heads) * u64::from(c.head_dim);
-    let h = u64::from(c.hidden_dim);
-    let v = u64::from(c.vocab_size);
-    let globals = [
-        ("token_embd.weight".to_string(), vec![v, d], true),
-        ("output_norm.weight".to_string(), vec![d], true),
-        ("output.weight".to_string(), vec![v, d], false),
-    ];
-    let layers = (0..c.n_layers).flat_map(move |l| {
-        [
-            ("attn_norm", vec![d]),
-            ("attn_q", vec![q, d]),
-            ("attn_k", vec![kv, d]),
-            ("attn_v", vec![kv, d]),
-            ("attn_output", vec![d, q]),
-            ("ffn_norm", vec![d]),
-            ("ffn_gate", vec![h, d]),
-            ("ffn_up", vec![h, d]),
-            ("ffn_down", vec![d, h]),
-        ]
-        .map(|(name, shape)| (format!("blk.{l}.{name}.weight"), shape, true))
-    });
-    globals.into_iter().chain(layers)
-}
-
-/// Sort key putting a Llama model's tensors in forward-pass order: the embedding, each
-/// block's tensors in the order they are used, the final norm and output head, then
-/// anything else in its original order (the sort is stable).
-fn forward_order(name: &str) -> (u8, u64, u8) {
-    const BLOCK: [&str; 9] = [
-        "attn_norm",
-        "attn_q",
-        "attn_k",
-        "attn_v",
-        "attn_output",
-        "ffn_norm",
-        "ffn_gate",
-        "ffn_up",
-        "ffn_down",
-    ];
-    match name {
-        "token_embd.weight" => return (0, 0, 0),
-        "output_norm.weight" => return (2, 0, 0),
-        "output.weight" => return (3, 0, 0),
-        _ => {}
-    }
-    let block = name
-        .strip_prefix("blk.")
-        .and_then(|r| r.strip_suffix(".weight"))
-        .and_then(|r| r.split_once('.'))
-        .and_then(|(l, t)| Some((l.parse::<u64>().ok()?, BLOCK.iter().position(|b| *b == t)?)));
-    match block {
-        Some((layer, i)) => (1, layer, i as u8),
-        None => (4, 0, 0),
-    }
+/// Sort key putting a model's tensors in forward-pass order (the order of
+/// [`arch::tensors`]), then anything else in its original order (the sort is stable).
+fn forward_order(c: &ModelConfig, name: &str) -> (u8, u64) {
+    arch::forward_position(c, name).map_or((1, 0), |p| (0, p))
 }
 
 fn check_tensors(g: &GgufFile, c: &ModelConfig) -> Result<(), ImportError> {
-    for (name, shape, required) in expected_tensors(c) {
-        match g.tensor(&name) {
-            None if required => return Err(ImportError::MissingTensor { name }),
+    for spec in arch::tensors(c) {
+        match g.tensor(&spec.name) {
+            None if spec.required => return Err(ImportError::MissingTensor { name: spec.name }),
             None => {}
-            Some(t) if t.shape() != shape => {
+            Some(t) if t.shape() != spec.shape => {
                 return Err(ImportError::ShapeMismatch {
-                    name,
-                    expected_dims: shape.iter().rev().copied().collect(),
-                    expected: shape,
+                    name: spec.name,
+                    expected_dims: spec.shape.iter().rev().copied().collect(),
+                    expected: spec.shape,
                     found_dims: t.dims.clone(),
                 });
             }
@@ -1102,7 +1047,7 @@ pub fn convert(
     // Write weights in the order the forward pass reads them, so one token streams the
     // file front to back (GGUF files list a layer's tensors alphabetically).
     let mut order: Vec<&TensorInfo> = g.tensors().iter().collect();
-    order.sort_by_key(|t| forward_order(&t.name));
+    order.sort_by_key(|t| forward_order(&config, &t.name));
     for (i, t) in order.into_iter().enumerate() {
         if !add_gguf_tensor(g, t, opts, &mut writer)? {
             rounded_tensors.push(t.name.clone());
@@ -1205,6 +1150,7 @@ pub(crate) fn write_atomically(
 #[cfg(test)]
 mod tests {
     use super::forward_order;
+    use tvl_format::{ARCH_LLAMA, ModelConfig};
 
     #[test]
     fn tensors_sort_into_forward_pass_order() {
@@ -1219,7 +1165,12 @@ mod tests {
             "token_embd.weight",
             "blk.2.ffn_gate.weight",
         ];
-        names.sort_by_key(|n| forward_order(n));
+        let config = ModelConfig {
+            arch: ARCH_LLAMA,
+            n_layers: 12,
+            ..ModelConfig::default()
+        };
+        names.sort_by_key(|n| forward_order(&config, n));
         assert_eq!(
             names,
             [

@@ -321,7 +321,7 @@ fn model_config(doc: &Doc<'_>) -> Result<ModelConfig, ImportError> {
             "rope_theta {rope_theta} and rms_norm_eps {rms_eps} must be positive"
         )));
     }
-    Ok(ModelConfig {
+    let config = ModelConfig {
         arch: ARCH_LLAMA,
         dim,
         hidden_dim,
@@ -343,7 +343,9 @@ fn model_config(doc: &Doc<'_>) -> Result<ModelConfig, ImportError> {
         pretokenizer: PreTokenizer::Gpt2 as u32,
         unk_id: NONE_ID,
         ..ModelConfig::default()
-    })
+    };
+    config.validate()?;
+    Ok(config)
 }
 
 // ---------------------------------------------------------------------------------
@@ -788,8 +790,8 @@ pub fn convert_dir(
         &[u64::from(config.vocab_size), u64::from(config.dim)],
     )?;
     let tables = tokenizer(dir, &config_doc, &mut config)?;
-    let expected: HashMap<String, Vec<u64>> = crate::convert::expected_tensors(&config)
-        .map(|(n, s, _)| (n, s))
+    let expected: HashMap<String, Vec<u64>> = tvl_format::arch::tensors(&config)
+        .map(|t| (t.name, t.shape))
         .collect();
     let (heads, kv_heads, head_dim, dim) = (
         config.n_heads as usize,

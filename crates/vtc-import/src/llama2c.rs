@@ -168,7 +168,7 @@ pub struct Header {
 
 /// Largest accepted size field (as in the model crate): far above real models, small
 /// enough that products of a few of them cannot overflow.
-const MAX_DIM: i64 = 1 << 20;
+const MAX_DIM: i64 = tvl_format::MAX_DIM as i64;
 
 fn i32_at(b: &[u8], at: usize) -> i32 {
     i32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])

@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use tvl_format::{
-    ModelConfig, NONE_ID, PreTokenizer, RopeStyle, TensorData, TokenizerKind, TvlWriter, names,
+    ModelConfig, NONE_ID, PreTokenizer, RopeStyle, TensorData, TokenizerKind, TvlWriter, arch,
+    names,
 };
 
 use crate::convert::{
@@ -104,7 +105,7 @@ impl SyntheticSpec {
         if self.vocab_size < 96 {
             return Err(bad("the vocabulary needs at least 96 tokens".into()));
         }
-        Ok(ModelConfig {
+        let config = ModelConfig {
             arch: ARCH_LLAMA,
             dim: self.dim,
             hidden_dim: self.hidden_dim,
@@ -127,7 +128,9 @@ impl SyntheticSpec {
             unk_id: NONE_ID,
             tokenizer_flags: 0,
             reserved: [0; 11],
-        })
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -150,11 +153,7 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<TvlWriter, ImportError> {
     let c = spec.config()?;
     let mut rng = Rng(spec.seed);
     let mut w = TvlWriter::new(c);
-    let (d, h, v) = (c.dim as usize, c.hidden_dim as usize, c.vocab_size as usize);
-    let (q, kv) = (
-        (c.n_heads * c.head_dim) as usize,
-        (c.n_kv_heads * c.head_dim) as usize,
-    );
+    let v = c.vocab_size as usize;
     let opts = ConvertOptions {
         dtype: spec.dtype,
         tile_rows: spec.tile_rows,
@@ -168,21 +167,17 @@ pub fn synthetic(spec: &SyntheticSpec) -> Result<TvlWriter, ImportError> {
         add_matrix(w, name, rows, cols, MatrixSource::F32(vals), head, &opts).map(|_| ())
     };
     let ones = |n: usize| TensorData::F32(vec![1.0; n]);
-    matrix(&mut w, "token_embd.weight", v, d)?;
-    for l in 0..c.n_layers {
-        let n = |s: &str| format!("blk.{l}.{s}.weight");
-        w.add_plain(&n("attn_norm"), &[d], ones(d))?;
-        matrix(&mut w, &n("attn_q"), q, d)?;
-        matrix(&mut w, &n("attn_k"), kv, d)?;
-        matrix(&mut w, &n("attn_v"), kv, d)?;
-        matrix(&mut w, &n("attn_output"), d, q)?;
-        w.add_plain(&n("ffn_norm"), &[d], ones(d))?;
-        matrix(&mut w, &n("ffn_gate"), h, d)?;
-        matrix(&mut w, &n("ffn_up"), h, d)?;
-        matrix(&mut w, &n("ffn_down"), d, h)?;
+    // Every tensor of the architecture's table, in its (forward-pass) order: the
+    // random values are drawn in that order.
+    for t in arch::tensors(&c) {
+        let dims = t.shape.iter().map(|&x| x as usize).collect::<Vec<_>>();
+        if let [rows, cols] = dims[..] {
+            matrix(&mut w, &t.name, rows, cols)?;
+        } else {
+            // The norms: gains of 1.
+            w.add_plain(&t.name, &dims, ones(dims.iter().product()))?;
+        }
     }
-    w.add_plain("output_norm.weight", &[d], ones(d))?;
-    matrix(&mut w, "output.weight", v, d)?;
 
     // Tokenizer: <|endoftext|>, printable ASCII, unused filler.
     let mut tokens: Vec<Vec<u8>> = vec![b"<|endoftext|>".to_vec()];

@@ -34,87 +34,30 @@ pub struct Config {
     pub tied_output: bool,
 }
 
-/// Largest value accepted for any size field: far above real models, low enough that
-/// products of a few of them cannot overflow `usize` on 64-bit hosts.
-const MAX_DIM: u32 = 1 << 20;
-
 impl Config {
-    /// Validate a file's config record.
+    /// Validate a file's config record (through [`ModelConfig::validate`], the one
+    /// check every importer also runs before it writes a file).
     pub fn from_tvl(c: &ModelConfig) -> Result<Self, ModelError> {
-        let bad = |field: &'static str, value: String, why: &'static str| ModelError::Config {
-            field,
-            value,
-            why,
-        };
-        if c.arch != 1 {
-            return Err(bad(
-                "arch",
-                c.arch.to_string(),
-                "only 1 (llama) is supported",
-            ));
-        }
-        let size = |field: &'static str, v: u32| {
-            if v == 0 || v > MAX_DIM {
-                Err(bad(field, v.to_string(), "must be in 1..=2^20"))
-            } else {
-                Ok(v as usize)
-            }
-        };
-        let cfg = Config {
-            dim: size("dim", c.dim)?,
-            hidden_dim: size("hidden_dim", c.hidden_dim)?,
-            n_layers: size("n_layers", c.n_layers)?,
-            n_heads: size("n_heads", c.n_heads)?,
-            n_kv_heads: size("n_kv_heads", c.n_kv_heads)?,
-            head_dim: size("head_dim", c.head_dim)?,
-            vocab_size: size("vocab_size", c.vocab_size)?,
-            context_len: size("context_len", c.context_len)?,
+        c.validate().map_err(|e| ModelError::Config {
+            field: e.field,
+            value: e.value,
+            why: e.why,
+        })?;
+        let size = |v: u32| v as usize;
+        Ok(Config {
+            dim: size(c.dim),
+            hidden_dim: size(c.hidden_dim),
+            n_layers: size(c.n_layers),
+            n_heads: size(c.n_heads),
+            n_kv_heads: size(c.n_kv_heads),
+            head_dim: size(c.head_dim),
+            vocab_size: size(c.vocab_size),
+            context_len: size(c.context_len),
             rope_theta: c.rope_theta,
             rms_eps: c.rms_eps,
-            rope_style: RopeStyle::from_u32(c.rope_style)
-                .ok_or_else(|| bad("rope_style", c.rope_style.to_string(), "unknown value"))?,
-            tied_output: match c.tied_output {
-                0 => false,
-                1 => true,
-                v => return Err(bad("tied_output", v.to_string(), "must be 0 or 1")),
-            },
-        };
-        if cfg.n_layers > 4096 || cfg.n_heads > 4096 {
-            return Err(bad(
-                "n_layers/n_heads",
-                format!("{}/{}", cfg.n_layers, cfg.n_heads),
-                "too large",
-            ));
-        }
-        if !cfg.n_heads.is_multiple_of(cfg.n_kv_heads) {
-            return Err(bad(
-                "n_kv_heads",
-                cfg.n_kv_heads.to_string(),
-                "must divide n_heads",
-            ));
-        }
-        if !cfg.head_dim.is_multiple_of(2) {
-            return Err(bad(
-                "head_dim",
-                cfg.head_dim.to_string(),
-                "must be even for RoPE",
-            ));
-        }
-        if !(cfg.rope_theta.is_finite() && cfg.rope_theta > 0.0) {
-            return Err(bad(
-                "rope_theta",
-                cfg.rope_theta.to_string(),
-                "must be finite and > 0",
-            ));
-        }
-        if !(cfg.rms_eps.is_finite() && cfg.rms_eps > 0.0) {
-            return Err(bad(
-                "rms_eps",
-                cfg.rms_eps.to_string(),
-                "must be finite and > 0",
-            ));
-        }
-        Ok(cfg)
+            rope_style: RopeStyle::from_u32(c.rope_style).unwrap_or(RopeStyle::Interleaved),
+            tied_output: c.tied_output == 1,
+        })
     }
 
     /// Width of the concatenated query heads.

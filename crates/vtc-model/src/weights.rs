@@ -1,6 +1,7 @@
 //! Typed views of a model's weights, borrowed from the mapped TVL file: nothing is
 //! copied or converted here.
 
+use tvl_format::arch::{self, Part, TensorSpec};
 use tvl_format::{DType, Layout};
 use tvl_loader::{TensorView, TvlFile};
 use vtc_kernels::{Matrix, QuantSlice, WeightSlice};
@@ -44,35 +45,50 @@ pub struct Weights<'a> {
 }
 
 impl<'a> Weights<'a> {
-    /// Look up and shape-check every weight of `cfg` in `file` (GGUF tensor names).
+    /// Look up and shape-check every weight of `cfg` in `file`: the rows of the
+    /// architecture's tensor table ([`tvl_format::arch::tensors`]), read in its
+    /// (forward-pass) order, with the names and shapes it gives.
     pub fn from_tvl(file: &'a TvlFile, cfg: &Config) -> Result<Self, ModelError> {
-        let (dim, hid, q, kv) = (cfg.dim, cfg.hidden_dim, cfg.q_dim(), cfg.kv_dim());
-        let token_embd = matrix(file, "token_embd.weight", cfg.vocab_size, dim)?;
-        let output = if cfg.tied_output {
-            token_embd
-        } else {
-            matrix(file, "output.weight", cfg.vocab_size, dim)?
+        let mut table = arch::tensors(file.config());
+        // The next row of the table, which must be `part` (the struct below and the
+        // table list the same weights in the same order).
+        let mut next = |part: Part| {
+            table
+                .next()
+                .filter(|t| t.part == part)
+                .ok_or(ModelError::Config {
+                    field: "arch",
+                    value: file.config().arch.to_string(),
+                    why: "the tensor table does not match the weights of this architecture",
+                })
         };
+        let token_embd = matrix(file, &next(Part::TokenEmbd)?)?;
         let layers = (0..cfg.n_layers)
-            .map(|l| {
-                let n = |s: &str| format!("blk.{l}.{s}.weight");
+            .map(|_| {
                 Ok(LayerWeights {
-                    attn_norm: vector(file, &n("attn_norm"), dim)?,
-                    wq: matrix(file, &n("attn_q"), q, dim)?,
-                    wk: matrix(file, &n("attn_k"), kv, dim)?,
-                    wv: matrix(file, &n("attn_v"), kv, dim)?,
-                    wo: matrix(file, &n("attn_output"), dim, q)?,
-                    ffn_norm: vector(file, &n("ffn_norm"), dim)?,
-                    w_gate: matrix(file, &n("ffn_gate"), hid, dim)?,
-                    w_up: matrix(file, &n("ffn_up"), hid, dim)?,
-                    w_down: matrix(file, &n("ffn_down"), dim, hid)?,
+                    attn_norm: vector(file, &next(Part::AttnNorm)?)?,
+                    wq: matrix(file, &next(Part::AttnQ)?)?,
+                    wk: matrix(file, &next(Part::AttnK)?)?,
+                    wv: matrix(file, &next(Part::AttnV)?)?,
+                    wo: matrix(file, &next(Part::AttnOutput)?)?,
+                    ffn_norm: vector(file, &next(Part::FfnNorm)?)?,
+                    w_gate: matrix(file, &next(Part::FfnGate)?)?,
+                    w_up: matrix(file, &next(Part::FfnUp)?)?,
+                    w_down: matrix(file, &next(Part::FfnDown)?)?,
                 })
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
+        let output_norm = vector(file, &next(Part::OutputNorm)?)?;
+        let head = next(Part::Output)?;
+        let output = if cfg.tied_output {
+            token_embd
+        } else {
+            matrix(file, &head)?
+        };
         Ok(Self {
             token_embd,
             layers,
-            output_norm: vector(file, "output_norm.weight", dim)?,
+            output_norm,
             output,
         })
     }
@@ -105,12 +121,15 @@ fn shape_err(v: &TensorView<'_>, want: Vec<usize>) -> ModelError {
 }
 
 /// A weight matrix `[rows, cols]`: row-tiled f32/f16 or block-tiled Q8_0/Q4_0/Q4_1.
-fn matrix<'a>(
-    file: &'a TvlFile,
-    name: &str,
-    rows: usize,
-    cols: usize,
-) -> Result<Matrix<'a>, ModelError> {
+fn matrix<'a>(file: &'a TvlFile, t: &TensorSpec) -> Result<Matrix<'a>, ModelError> {
+    let name = t.name.as_str();
+    let [rows, cols] = dims(t)?[..] else {
+        return Err(ModelError::Config {
+            field: "arch",
+            value: t.name.clone(),
+            why: "the tensor table gives a matrix that is not 2-D",
+        });
+    };
     let v = file.tensor(name)?;
     if v.shape() != [rows, cols] {
         return Err(shape_err(&v, vec![rows, cols]));
@@ -137,8 +156,16 @@ fn matrix<'a>(
     Ok(Matrix::new(data, rows, cols, v.tile_rows())?)
 }
 
-/// A plain f32 vector of `len` elements.
-fn vector<'a>(file: &'a TvlFile, name: &str, len: usize) -> Result<&'a [f32], ModelError> {
+/// A plain f32 vector (a norm's gains).
+fn vector<'a>(file: &'a TvlFile, t: &TensorSpec) -> Result<&'a [f32], ModelError> {
+    let name = t.name.as_str();
+    let [len] = dims(t)?[..] else {
+        return Err(ModelError::Config {
+            field: "arch",
+            value: t.name.clone(),
+            why: "the tensor table gives a norm that is not 1-D",
+        });
+    };
     let v = file.tensor(name)?;
     if v.shape() != [len] {
         return Err(shape_err(&v, vec![len]));
@@ -152,4 +179,18 @@ fn vector<'a>(file: &'a TvlFile, name: &str, len: usize) -> Result<&'a [f32], Mo
         });
     }
     Ok(v.as_f32()?)
+}
+
+/// The table's shape in `usize` (every size field is below 2^20, checked by
+/// [`Config::from_tvl`], so products of two fit).
+fn dims(t: &TensorSpec) -> Result<Vec<usize>, ModelError> {
+    t.shape
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<_, _>>()
+        .map_err(|_| ModelError::Config {
+            field: "arch",
+            value: t.name.clone(),
+            why: "a tensor dimension exceeds usize",
+        })
 }
