@@ -202,6 +202,12 @@ impl<'m, B: Backend> Session<'m, B> {
         self.pos = 0;
     }
 
+    /// Keep only the first `pos` cached positions (no-op if `pos >= self.pos()`); the
+    /// next token runs at position `pos`, overwriting what the cache held there.
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = pos.min(self.pos);
+    }
+
     /// Run `token` at the next position; returns the logits for the token after it.
     pub fn forward(&mut self, token: u32) -> Result<&[f32], ModelError> {
         let vocab = self.model.config.vocab_size;
