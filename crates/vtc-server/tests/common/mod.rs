@@ -88,6 +88,21 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Wait (up to 60 s) until metric `name` satisfies `ok`; panics otherwise.
+    pub fn wait_metric(&self, name: &str, ok: impl Fn(f64) -> bool) {
+        let t = std::time::Instant::now();
+        loop {
+            let v = self.metric(name);
+            if ok(v) {
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "{name} stuck at {v}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
