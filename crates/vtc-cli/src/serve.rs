@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Threads for the matrix products [default: the CPUs available].
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+    /// Seconds running requests may go on after SIGINT/SIGTERM before they are cut.
+    #[arg(long, default_value_t = 30.0)]
+    pub grace: f64,
 }
 
 pub fn run(args: ServeArgs) -> Result<(), BoxError> {
@@ -48,6 +51,8 @@ pub fn run(args: ServeArgs) -> Result<(), BoxError> {
     opts.api_key = args.api_key.or_else(|| std::env::var("VTC_API_KEY").ok());
     opts.backend = args.backend;
     opts.threads = args.threads;
+    opts.grace = std::time::Duration::try_from_secs_f64(args.grace)
+        .map_err(|_| "--grace must be a number of seconds >= 0")?;
     let server = vtc_server::Server::start(&opts)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -12,10 +12,10 @@ pub mod engine;
 pub mod http;
 pub mod metrics;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use vtc_model::Model;
@@ -69,10 +69,13 @@ pub struct Options {
     pub backend: Option<String>,
     /// Largest request body in bytes (larger: 413).
     pub body_limit: usize,
+    /// How long running requests may go on after a shutdown signal before they are cut.
+    pub grace: std::time::Duration,
 }
 
 impl Options {
-    /// Defaults for `model`: 4 slots of 2048 positions, a queue of 64, 1 MiB bodies.
+    /// Defaults for `model`: 4 slots of 2048 positions, a queue of 64, 1 MiB bodies, 30 s
+    /// of grace at shutdown.
     pub fn new(model: PathBuf) -> Self {
         Self {
             model,
@@ -83,6 +86,7 @@ impl Options {
             threads: None,
             backend: None,
             body_limit: 1 << 20,
+            grace: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -91,7 +95,10 @@ impl Options {
 pub struct Server {
     state: Arc<http::AppState>,
     engine: JoinHandle<()>,
+    /// Set at the end of the grace period: the engine ends every job and returns.
+    cut: Arc<AtomicBool>,
     body_limit: usize,
+    grace: std::time::Duration,
     /// Backend name.
     pub backend: String,
     /// Positions per slot.
@@ -135,6 +142,8 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let o = opts.clone();
         let m = metrics.clone();
+        let cut = Arc::new(AtomicBool::new(false));
+        let cut_engine = cut.clone();
         // The engine thread owns the mapped file, the model borrowing it, the backend
         // and the sessions: nothing model-facing crosses threads except the tokenizer
         // and template (owned copies) sent back once.
@@ -188,7 +197,7 @@ impl Server {
                 if ready_tx.send(Ok(ready)).is_err() {
                     return;
                 }
-                engine::run(runner, model.tokenizer(), job_rx, m);
+                engine::run(runner, model.tokenizer(), job_rx, m, cut_engine);
             })?;
         let ready = ready_rx.recv().map_err(|_| ServerError::EngineDied)??;
         let model_id = opts
@@ -211,23 +220,51 @@ impl Server {
         Ok(Self {
             state,
             engine,
+            cut,
             body_limit: opts.body_limit,
+            grace: opts.grace,
             backend: ready.backend,
             max_seq: ready.max_seq,
         })
     }
 
     /// Serve on `listener` until `shutdown` resolves: then stop accepting, let running
-    /// requests finish, and stop the engine.
+    /// requests finish for up to [`Options::grace`] (then cut them), and stop the
+    /// engine.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let app = http::router(self.state, self.body_limit);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        let mut stop = rx.clone();
+        let graceful = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|v| *v).await;
+            })
+            .into_future();
+        let mut stop = rx;
+        let grace = self.grace;
+        let deadline = async move {
+            let _ = stop.wait_for(|v| *v).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::pin!(graceful);
+        tokio::select! {
+            r = &mut graceful => r?,
+            () = deadline => {
+                // Requests still running after the grace period are cut: the engine
+                // ends them (finish_reason "length") and returns; their last events get
+                // a moment to go out.
+                self.cut.store(true, Ordering::Relaxed);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut graceful).await;
+            }
+        }
         // The router (and with it the last sender of the job queue) is gone: the engine
         // finishes what it holds and returns.
         let engine = self.engine;

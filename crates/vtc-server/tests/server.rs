@@ -511,3 +511,57 @@ fn batch_invariance_alone_and_among_seven_others() {
     let bits = |v: &[f64]| v.iter().map(|x| (*x as f32).to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&among_sampled.2), bits(&alone_sampled.2));
 }
+
+#[test]
+fn shutdown_lets_running_streams_finish_then_stops() {
+    let mut s = TestServer::start(options());
+    let addr = s.addr;
+    let mut a = Stream::open(
+        addr,
+        "/v1/completions",
+        &completion(
+            "1, 2, 3,",
+            json!({"max_tokens": 40, "ignore_eos": true, "stream": true, "temperature": 0}),
+        ),
+    );
+    a.wait_for("data: ", 1);
+    s.signal_shutdown();
+    // The running stream still ends properly.
+    a.wait_for("[DONE]", 1);
+    let seen = String::from_utf8_lossy(&a.seen).into_owned();
+    assert!(seen.contains("\"finish_reason\":\"length\""), "{seen}");
+    drop(a);
+    s.join();
+    // No longer listening.
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn shutdown_cuts_streams_after_the_grace_period() {
+    let mut o = options();
+    o.grace = Duration::from_millis(200);
+    o.ctx = 2048;
+    let mut s = TestServer::start(o);
+    let mut a = Stream::open(
+        s.addr,
+        "/v1/completions",
+        &completion(
+            "1, 2, 3,",
+            json!({"max_tokens": 2000, "ignore_eos": true, "stream": true, "temperature": 0}),
+        ),
+    );
+    a.wait_for("data: ", 1);
+    let t = Instant::now();
+    s.signal_shutdown();
+    s.join();
+    // The stream is ended (finish_reason "length", then [DONE]) long before 2000 tokens
+    // (over 10 s at any speed this machine reaches) would be done.
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut a.sock, &mut rest);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    a.seen.extend_from_slice(&rest);
+    let seen = String::from_utf8_lossy(&a.seen).into_owned();
+    assert!(seen.contains("[DONE]"), "{seen}");
+    assert!(seen.contains("\"finish_reason\":\"length\""), "{seen}");
+    assert!(seen.matches("data: ").count() < 1000, "{seen}");
+}

@@ -11,9 +11,9 @@ pub mod runner;
 pub mod stop;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TryRecvError};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use vtc_model::tokenizer::{StreamDecoder, Tokenizer};
@@ -123,12 +123,15 @@ struct Slot {
     active: Option<Active>,
 }
 
-/// Run the engine until `jobs` is closed and no job is left.
+/// Run the engine until `jobs` is closed and no job is left, or until `cut` is set:
+/// then every running job ends at once (`finish_reason` "length"), queued ones get an
+/// error, and it returns.
 pub fn run<R: Runner>(
     mut runner: R,
     tokenizer: &Tokenizer,
     jobs: Receiver<Job>,
     metrics: Arc<Metrics>,
+    cut: Arc<AtomicBool>,
 ) {
     let mut slots: Vec<Slot> = (0..runner.slots())
         .map(|_| Slot {
@@ -139,13 +142,34 @@ pub fn run<R: Runner>(
     let mut closed = false;
     let mut rows: Vec<(usize, u32)> = Vec::new();
     loop {
+        if cut.load(Ordering::Relaxed) {
+            for s in &mut slots {
+                if let Some(a) = s.active.take() {
+                    let _ = a.job.events.send(Event::Done {
+                        finish: Finish::Length,
+                        prompt_tokens: a.job.prompt.len(),
+                        completion_tokens: a.generated,
+                    });
+                }
+            }
+            while let Ok(job) = jobs.try_recv() {
+                metrics.queue_len.fetch_sub(1, Ordering::Relaxed);
+                let _ = job
+                    .events
+                    .send(Event::Error("the server is shutting down".into()));
+            }
+            metrics.active_slots.store(0, Ordering::Relaxed);
+            return;
+        }
         // Admit queued jobs into free slots.
         while !closed && slots.iter().any(|s| s.active.is_none()) {
             let idle = slots.iter().all(|s| s.active.is_none());
             let job = if idle {
-                match jobs.recv() {
+                // Wake now and then to see `cut`.
+                match jobs.recv_timeout(Duration::from_millis(100)) {
                     Ok(j) => j,
-                    Err(_) => {
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
                         closed = true;
                         break;
                     }

@@ -89,6 +89,21 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// Send the shutdown signal (the server drains; `Drop` waits for it).
+    pub fn signal_shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
+    /// Wait until the server has stopped.
+    pub fn join(&mut self) {
+        self.signal_shutdown();
+        if let Some(t) = self.thread.take() {
+            t.join().expect("the server thread panicked");
+        }
+    }
+
     /// Wait (up to 60 s) until metric `name` satisfies `ok`; panics otherwise.
     pub fn wait_metric(&self, name: &str, ok: impl Fn(f64) -> bool) {
         let t = std::time::Instant::now();
