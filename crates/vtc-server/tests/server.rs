@@ -145,6 +145,12 @@ fn chat_streaming_and_not_give_the_same_greedy_reply() {
     let (stext, sfinish) = stream_text(&s.post("/v1/chat/completions", &sbody), true);
     assert_eq!(stext, text);
     assert_eq!(sfinish, finish);
+    // The second request began with the prompt a free slot held: only the last prompt
+    // token was run again.
+    assert_eq!(
+        s.metric("vtc_prompt_tokens_reused_total"),
+        ids.len() as f64 - 1.0
+    );
 }
 
 #[test]
