@@ -38,7 +38,7 @@ python3 scripts/serve-load.py --url http://127.0.0.1:$port_vtc --label vtc --rou
 kill -TERM $pid; wait $pid || true
 
 # shellcheck disable=SC2086
-"$llama" -m "$gguf" --port $port_llama -np 8 -c 16384 -t "$threads" ${LLAMA_EXTRA:-} >/tmp/serve-llama.log 2>&1 &
+"$llama" -m "$gguf" --port $port_llama -np 8 -c 8192 -t "$threads" ${LLAMA_EXTRA:-} >/tmp/serve-llama.log 2>&1 &
 pid=$!
 wait_up $port_llama
 python3 scripts/serve-load.py --url http://127.0.0.1:$port_llama --label llama-server --rounds "$rounds"
