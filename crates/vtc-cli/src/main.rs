@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod inspect;
 mod perplexity;
+mod serve;
 mod verify;
 
 use std::io::Write;
@@ -136,6 +137,9 @@ enum Command {
     },
     /// Chat with the model: one message per line of stdin, replies streamed to stdout.
     Chat(chat::ChatArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions,
+    /// /v1/completions, /v1/models, /health, /metrics) with continuous batching.
+    Serve(serve::ServeArgs),
     /// Measure prefill (ppP) and decode (tgN) speed per backend against the memory bandwidth.
     Bench {
         /// TVL model file (default: SmolLM2-135M-Instruct).
@@ -254,6 +258,7 @@ fn main() -> ExitCode {
             run(model, backend.as_deref(), threads, &prompt, opts, chat)
         }
         Command::Chat(args) => chat::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Inspect { model, json } => inspect::inspect(&model, json),
         Command::Perplexity(args) => perplexity::run(args),
         Command::Verify { model, json } => verify::verify(&model, json),

@@ -410,7 +410,7 @@ impl Chat {
 
 /// Encode a rendered conversation from its start: special tokens parsed, BOS first if
 /// the tokenizer adds one and the text does not already begin with it.
-fn encode_start(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, ChatError> {
+pub fn encode_start(tok: &Tokenizer, text: &str) -> Result<Vec<u32>, ChatError> {
     let mut ids = tok.encode(text, true)?;
     if let (true, Some(bos)) = (tok.add_bos(), tok.bos_id())
         && ids.first() != Some(&bos)
