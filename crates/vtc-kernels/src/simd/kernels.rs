@@ -741,32 +741,58 @@ const GELU_K2: f32 = 0.071_354_814;
 /// SwiGLU: `gate[i] = silu(gate[i]) * up[i]`.
 #[inline(always)]
 pub(crate) fn swiglu<S: Simd>(s: S, gate: &mut [f32], up: &[f32]) {
-    glu(s, gate, up, silu_mul::<S>);
+    glu::<S, Silu>(s, gate, up);
 }
 
 /// GeGLU (tanh GELU): `gate[i] = gelu(gate[i]) * up[i]`.
 #[inline(always)]
 pub(crate) fn geglu<S: Simd>(s: S, gate: &mut [f32], up: &[f32]) {
-    glu(s, gate, up, gelu_mul::<S>);
+    glu::<S, Gelu>(s, gate, up);
 }
 
-/// A gated linear unit: `gate[i] = f(gate[i], up[i])` lane by lane (the tail padded
+/// The activation of a gated linear unit, as a type (not a closure: a closure's call
+/// goes through a shim that is not `inline(always)`, and out of line, outside the
+/// caller's target features, every SIMD operation would be a function call).
+trait Gate {
+    fn apply<S: Simd>(s: S, g: S::V, u: S::V) -> S::V;
+}
+
+/// SiLU: [`silu_mul`].
+struct Silu;
+/// tanh GELU: [`gelu_mul`].
+struct Gelu;
+
+impl Gate for Silu {
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, g: S::V, u: S::V) -> S::V {
+        silu_mul(s, g, u)
+    }
+}
+
+impl Gate for Gelu {
+    #[inline(always)]
+    fn apply<S: Simd>(s: S, g: S::V, u: S::V) -> S::V {
+        gelu_mul(s, g, u)
+    }
+}
+
+/// A gated linear unit: `gate[i] = G(gate[i]) * up[i]` lane by lane (the tail padded
 /// with zeros).
 #[inline(always)]
-fn glu<S: Simd>(s: S, gate: &mut [f32], up: &[f32], f: impl Fn(S, S::V, S::V) -> S::V) {
+fn glu<S: Simd, G: Gate>(s: S, gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "glu: lengths");
     let mut gc = gate.chunks_exact_mut(S::LANES);
     let mut uc = up.chunks_exact(S::LANES);
     for (g, u) in (&mut gc).zip(&mut uc) {
         // SAFETY: every chunk holds LANES floats.
         unsafe {
-            let v = f(s, s.loadu(g.as_ptr()), s.loadu(u.as_ptr()));
+            let v = G::apply(s, s.loadu(g.as_ptr()), s.loadu(u.as_ptr()));
             s.storeu(g.as_mut_ptr(), v);
         }
     }
     let (g, u) = (gc.into_remainder(), uc.remainder());
     if !g.is_empty() {
-        let v = f(s, load_upto(s, g, 0.0), load_upto(s, u, 0.0));
+        let v = G::apply(s, load_upto(s, g, 0.0), load_upto(s, u, 0.0));
         store_upto(s, g, v);
     }
 }
