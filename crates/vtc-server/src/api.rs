@@ -469,42 +469,21 @@ mod tests {
 
     #[test]
     fn rejections_name_the_field() {
-        assert_eq!(
-            err(r#"{"prompt":"a","n":2}"#, Kind::Completion)
-                .param
-                .as_deref(),
-            Some("n")
-        );
-        assert_eq!(
-            err(r#"{"prompt":"a","bogus":1}"#, Kind::Completion)
-                .param
-                .as_deref(),
-            Some("bogus")
-        );
-        assert_eq!(
-            err(r#"{"prompt":"a","top_p":0}"#, Kind::Completion)
-                .param
-                .as_deref(),
-            Some("top_p")
-        );
-        assert_eq!(
-            err(r#"{"prompt":"a","max_tokens":0}"#, Kind::Completion)
-                .param
-                .as_deref(),
-            Some("max_tokens")
-        );
-        assert_eq!(
-            err(r#"{"messages":[],"logprobs":3}"#, Kind::Chat)
-                .param
-                .as_deref(),
-            Some("logprobs")
-        );
-        assert_eq!(
-            err(r#"{"messages":[],"prompt":"x"}"#, Kind::Chat)
-                .param
-                .as_deref(),
-            Some("prompt")
-        );
+        let cases = [
+            (r#"{"prompt":"a","n":2}"#, Kind::Completion, "n"),
+            (r#"{"prompt":"a","bogus":1}"#, Kind::Completion, "bogus"),
+            (r#"{"prompt":"a","top_p":0}"#, Kind::Completion, "top_p"),
+            (
+                r#"{"prompt":"a","max_tokens":0}"#,
+                Kind::Completion,
+                "max_tokens",
+            ),
+            (r#"{"messages":[],"logprobs":3}"#, Kind::Chat, "logprobs"),
+            (r#"{"messages":[],"prompt":"x"}"#, Kind::Chat, "prompt"),
+        ];
+        for (body, kind, field) in cases {
+            assert_eq!(err(body, kind).param.as_deref(), Some(field), "{body}");
+        }
         assert_eq!(
             err(r#"{"prompt":"a","temperature":"hot"}"#, Kind::Completion).status,
             StatusCode::BAD_REQUEST
