@@ -99,8 +99,24 @@ pub struct ModelConfig {
     pub unk_id: u32,
     /// Tokenizer options, bits of [`tokenizer_flags`] (zero: the defaults).
     pub tokenizer_flags: u32,
+    /// What the blocks add to the Llama block, bits of [`block_flags`] (zero: none).
+    pub block_flags: u32,
+    /// Factor applied to each embedding row before the first block (Gemma: the square
+    /// root of `dim`); 0 = none (1).
+    pub embed_scale: f32,
+    /// Factor applied to the query-key dot products; 0 = `1 / sqrt(head_dim)`.
+    pub attn_scale: f32,
+    /// Tokens a local (sliding-window) layer attends to, its own included; 0 = every
+    /// layer is global.
+    pub sliding_window: u32,
+    /// Layer pattern of the sliding window: with `P > 0`, layer `l` is local unless
+    /// `l % P == P - 1` (Gemma 3: `P = 6`, five local layers then one global); `P = 0`:
+    /// every layer is local. Ignored when `sliding_window` is 0.
+    pub swa_pattern: u32,
+    /// RoPE base frequency of the local layers; 0 = `rope_theta`.
+    pub rope_theta_local: f32,
     /// Zero.
-    pub reserved: [u32; 11],
+    pub reserved: [u32; 5],
 }
 
 /// One entry of the tensor table, 128 bytes.
@@ -159,6 +175,31 @@ pub mod tokenizer_flags {
     pub const NO_SPACE_PREFIX: u32 = 1;
     /// Every bit defined so far.
     pub const ALL: u32 = NO_SPACE_PREFIX;
+}
+
+/// Bits of [`ModelConfig::block_flags`]: what an architecture adds to the Llama block
+/// (each bit adds the tensors [`crate::arch::tensors`] lists for it). A reader MUST refuse
+/// a bit it does not know.
+pub mod block_flags {
+    /// Biases added to the query, key and value projections (Qwen2):
+    /// `blk.N.attn_{q,k,v}.bias`.
+    pub const QKV_BIAS: u32 = 1;
+    /// RMSNorm of every query and key head before RoPE, gains `[head_dim]` shared by
+    /// the heads (Qwen3, Gemma 3): `blk.N.attn_{q,k}_norm.weight`.
+    pub const QK_NORM: u32 = 2;
+    /// RMSNorm of the attention output before the residual add (Gemma):
+    /// `blk.N.post_attention_norm.weight`.
+    pub const POST_ATTN_NORM: u32 = 4;
+    /// RMSNorm of the feed-forward output before the residual add (Gemma):
+    /// `blk.N.post_ffw_norm.weight`.
+    pub const POST_FFN_NORM: u32 = 8;
+    /// The feed-forward gate is GELU (tanh approximation) instead of SiLU (Gemma).
+    pub const GELU: u32 = 16;
+    /// Each RoPE frequency is divided by a factor of `rope_freqs.weight` `[head_dim / 2]`
+    /// (Llama 3's frequency scaling, as GGUF stores it).
+    pub const ROPE_FREQS: u32 = 32;
+    /// Every bit defined so far.
+    pub const ALL: u32 = QKV_BIAS | QK_NORM | POST_ATTN_NORM | POST_FFN_NORM | GELU | ROPE_FREQS;
 }
 
 impl Default for ModelConfig {

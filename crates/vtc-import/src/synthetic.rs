@@ -127,7 +127,7 @@ impl SyntheticSpec {
             pretokenizer: PreTokenizer::Gpt2 as u32,
             unk_id: NONE_ID,
             tokenizer_flags: 0,
-            reserved: [0; 11],
+            ..ModelConfig::default()
         };
         config.validate()?;
         Ok(config)
