@@ -152,6 +152,17 @@ def main():
         print(f"{ca['name']:7s} n_prompt {n:4d}: q4_k_m and f32 greedy agree for "
               f"{same}/{len(gb)} tokens; min margin q4_k_m {min(ca['margin'][n - 1:]):.3f}, "
               f"f32 {min(cb['margin'][n - 1:]):.3f}")
+        # Along the shared path (every position both files have the same fed tokens for):
+        # how often the top-1 ids differ, and the largest |q4_k_m - f32| logit among ids in
+        # both top-8 lists.
+        rows = n + same if same < len(gb) else len(cb["top"])
+        diff_top1 = sum(ca["top"][p][0][0] != cb["top"][p][0][0] for p in range(rows))
+        dl = 0.0
+        for p in range(rows):
+            fa = dict((i, l) for i, l in ca["top"][p])
+            dl = max([dl] + [abs(fa[i] - l) for i, l in cb["top"][p] if i in fa])
+        print(f"        top-1 differs at {diff_top1}/{rows} shared positions; "
+              f"max |logit diff| among shared top-8 ids {dl:.3f}")
     long_case = next(c for c in a["cases"] if c["name"] == "long")
     assert long_case["n_prompt"] > 600, long_case["n_prompt"]
 
