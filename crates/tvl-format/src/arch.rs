@@ -367,7 +367,10 @@ mod tests {
         let all: Vec<TensorSpec> = tensors(&c).collect();
         assert_eq!(all.len(), 4 + 2 * 16);
         assert_eq!(all[0].name, "rope_freqs.weight");
-        assert_eq!((all[0].shape.clone(), all[0].role()), (vec![8], Role::RopeFreqs));
+        assert_eq!(
+            (all[0].shape.clone(), all[0].role()),
+            (vec![8], Role::RopeFreqs)
+        );
         assert_eq!(all[1].name, "token_embd.weight");
         let blk0: Vec<&str> = all[2..18].iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
@@ -391,9 +394,15 @@ mod tests {
                 "blk.0.post_ffw_norm.weight",
             ]
         );
-        assert_eq!((all[4].shape.clone(), all[4].role()), (vec![64], Role::Bias));
+        assert_eq!(
+            (all[4].shape.clone(), all[4].role()),
+            (vec![64], Role::Bias)
+        );
         assert_eq!(all[6].shape, [32]);
-        assert_eq!((all[9].shape.clone(), all[9].role()), (vec![16], Role::Norm));
+        assert_eq!(
+            (all[9].shape.clone(), all[9].role()),
+            (vec![16], Role::Norm)
+        );
         assert_eq!(all[34].name, "output_norm.weight");
         for (i, t) in all.iter().enumerate() {
             assert_eq!(forward_position(&c, &t.name), Some(i as u64), "{}", t.name);
@@ -403,9 +412,16 @@ mod tests {
             block_flags: block_flags::QKV_BIAS,
             ..c
         };
-        for name in ["rope_freqs.weight", "blk.0.attn_q_norm.weight", "blk.0.attn_q_norm.bias"] {
+        for name in [
+            "rope_freqs.weight",
+            "blk.0.attn_q_norm.weight",
+            "blk.0.attn_q_norm.bias",
+        ] {
             assert_eq!(forward_position(&qwen2, name), None, "{name}");
         }
-        assert_eq!(forward_position(&qwen2, "blk.1.attn_v.bias"), Some(1 + 12 + 6));
+        assert_eq!(
+            forward_position(&qwen2, "blk.1.attn_v.bias"),
+            Some(1 + 12 + 6)
+        );
     }
 }

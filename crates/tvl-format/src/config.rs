@@ -141,7 +141,11 @@ impl ModelConfig {
             return bad("tied_output", &self.tied_output, "must be 0 or 1");
         }
         if self.block_flags & !block_flags::ALL != 0 {
-            return bad("block_flags", &self.block_flags, "has a bit this reader does not know");
+            return bad(
+                "block_flags",
+                &self.block_flags,
+                "has a bit this reader does not know",
+            );
         }
         for (field, v) in [
             ("embed_scale", self.embed_scale),
@@ -153,7 +157,11 @@ impl ModelConfig {
             }
         }
         if self.sliding_window > MAX_DIM {
-            return bad("sliding_window", &self.sliding_window, "must be at most 2^20");
+            return bad(
+                "sliding_window",
+                &self.sliding_window,
+                "must be at most 2^20",
+            );
         }
         if self.swa_pattern > MAX_LAYERS_OR_HEADS {
             return bad("swa_pattern", &self.swa_pattern, "must be at most 4096");

@@ -8,14 +8,14 @@ pub mod quant;
 mod records;
 mod writer;
 
-pub use config::{Arch, ARCH_LLAMA, ConfigError, MAX_DIM, MAX_LAYERS_OR_HEADS};
+pub use config::{ARCH_LLAMA, Arch, ConfigError, MAX_DIM, MAX_LAYERS_OR_HEADS};
 pub use geometry::{TileGeometry, line_utilization};
 pub use quant::{BlockGeometry, BlockType, QuantData};
-pub use records::{block_flags, tokenizer_flags};
 pub use records::{
     ALIGN, BYTE_ORDER_MARK, CONFIG_OFFSET, Header, MAGIC, ModelConfig, NAME_LEN, NONE_ID,
     TABLE_OFFSET, TensorRecord, VERSION, align_up,
 };
+pub use records::{block_flags, tokenizer_flags};
 pub use writer::{TensorData, TvlWriter};
 
 /// Element type of a tensor. The numeric value is what the tensor record stores.

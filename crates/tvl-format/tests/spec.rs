@@ -51,9 +51,15 @@ fn config_field_offsets() {
         offset_of!(ModelConfig, pretokenizer),
         offset_of!(ModelConfig, unk_id),
         offset_of!(ModelConfig, tokenizer_flags),
+        offset_of!(ModelConfig, block_flags),
+        offset_of!(ModelConfig, embed_scale),
+        offset_of!(ModelConfig, attn_scale),
+        offset_of!(ModelConfig, sliding_window),
+        offset_of!(ModelConfig, swa_pattern),
+        offset_of!(ModelConfig, rope_theta_local),
         offset_of!(ModelConfig, reserved),
     ];
-    let want: Vec<usize> = (0..22).map(|i| i * 4).collect();
+    let want: Vec<usize> = (0..28).map(|i| i * 4).collect();
     assert_eq!(fields.as_slice(), want.as_slice());
 }
 

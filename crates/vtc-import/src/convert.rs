@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use tvl_format::{
-    DType, FormatError, ModelConfig, NONE_ID, PreTokenizer, QuantData, RopeStyle, TensorData,
-    TokenizerKind, TvlWriter, arch, names, tokenizer_flags,
+    Arch, DType, FormatError, ModelConfig, NONE_ID, PreTokenizer, QuantData, RopeStyle, TensorData,
+    TokenizerKind, TvlWriter, arch, block_flags, names, tokenizer_flags,
 };
 
 use crate::dequant::{self, DequantError};
@@ -630,45 +630,70 @@ fn token_id(g: &GgufFile, key: &str, vocab: u32) -> Result<u32, ImportError> {
     }
 }
 
-/// The TVL model configuration of a GGUF Llama model, from its `llama.*` and
-/// `tokenizer.*` keys, checked for consistency (the tensors are checked by
-/// [`convert`]).
+/// The TVL model configuration of a GGUF model (`general.architecture` `llama`,
+/// `qwen2`, `qwen3` or `gemma3`), from its `ARCH.*` and `tokenizer.*` keys, checked for
+/// consistency (the tensors are checked by [`convert`]). What the architecture adds
+/// to the Llama block is written as TVL's block flags, scales and sliding window, as
+/// llama.cpp runs it (TVL spec section 4).
 pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
-    let arch = key_str(g, "general.architecture")?.ok_or_else(|| ImportError::MissingKey {
+    let name = key_str(g, "general.architecture")?.ok_or_else(|| ImportError::MissingKey {
         key: "general.architecture".into(),
     })?;
-    if arch != "llama" {
-        return Err(ImportError::Unsupported {
-            what: "architecture (general.architecture)",
-            value: arch.into(),
-        });
-    }
-    if let Some(scaling) = key_str(g, "llama.rope.scaling.type")?
+    let arch = Arch::from_name(name).ok_or_else(|| ImportError::Unsupported {
+        what: "architecture (general.architecture)",
+        value: name.into(),
+    })?;
+    let key = |k: &str| format!("{name}.{k}");
+    if let Some(scaling) = key_str(g, &key("rope.scaling.type"))?
         && scaling != "none"
     {
         return Err(ImportError::Unsupported {
-            what: "RoPE scaling (llama.rope.scaling.type)",
+            what: "RoPE scaling (ARCH.rope.scaling.type)",
             value: scaling.into(),
         });
     }
-    let dim = req_u32(g, "llama.embedding_length")?;
-    let hidden_dim = req_u32(g, "llama.feed_forward_length")?;
-    let n_layers = req_u32(g, "llama.block_count")?;
-    let n_heads = req_u32(g, "llama.attention.head_count")?;
-    let n_kv_heads = key_u32(g, "llama.attention.head_count_kv")?.unwrap_or(n_heads);
-    let context_len = req_u32(g, "llama.context_length")?;
-    let head_dim = match key_u32(g, "llama.rope.dimension_count")? {
-        Some(h) => h,
-        None if n_heads > 0 && dim % n_heads == 0 => dim / n_heads,
-        None => {
+    if let Some(cap) = key_f32(g, &key("final_logit_softcapping"))?
+        && cap != 0.0
+    {
+        return Err(ImportError::Unsupported {
+            what: "final logit soft-capping (ARCH.final_logit_softcapping)",
+            value: cap.to_string(),
+        });
+    }
+    let dim = req_u32(g, &key("embedding_length"))?;
+    let hidden_dim = req_u32(g, &key("feed_forward_length"))?;
+    let n_layers = req_u32(g, &key("block_count"))?;
+    let n_heads = req_u32(g, &key("attention.head_count"))?;
+    let n_kv_heads = key_u32(g, &key("attention.head_count_kv"))?.unwrap_or(n_heads);
+    let context_len = req_u32(g, &key("context_length"))?;
+    let rope_dims = key_u32(g, &key("rope.dimension_count"))?;
+    let head_dim = match (key_u32(g, &key("attention.key_length"))?, rope_dims) {
+        (Some(h), _) | (None, Some(h)) => h,
+        (None, None) if n_heads > 0 && dim % n_heads == 0 => dim / n_heads,
+        (None, None) => {
             return Err(invalid(format!(
-                "llama.rope.dimension_count is absent and embedding_length {dim} is not a \
+                "{name}.rope.dimension_count is absent and embedding_length {dim} is not a \
                  multiple of head_count {n_heads}"
             )));
         }
     };
+    if let Some(v) = key_u32(g, &key("attention.value_length"))?
+        && v != head_dim
+    {
+        return Err(invalid(format!(
+            "attention.value_length {v} differs from the key length {head_dim}"
+        )));
+    }
+    if let Some(r) = rope_dims
+        && r != head_dim
+    {
+        return Err(ImportError::Unsupported {
+            what: "partial rotary embedding (ARCH.rope.dimension_count below the head size)",
+            value: format!("{r} of {head_dim}"),
+        });
+    }
     let tokens = tokens(g)?;
-    let vocab_size = match key_u32(g, "llama.vocab_size")? {
+    let vocab_size = match key_u32(g, &key("vocab_size"))? {
         Some(v) => v,
         None => match (tokens, g.tensor("token_embd.weight")) {
             (Some(t), _) => u32::try_from(t.len())
@@ -680,13 +705,13 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
                 .ok_or_else(|| invalid("token_embd.weight has no row count below 2^32"))?,
             (None, None) => {
                 return Err(ImportError::MissingKey {
-                    key: "llama.vocab_size".into(),
+                    key: key("vocab_size"),
                 });
             }
         },
     };
-    let rope_theta = key_f32(g, "llama.rope.freq_base")?.unwrap_or(10000.0);
-    let rms_eps = key_f32(g, "llama.attention.layer_norm_rms_epsilon")?.unwrap_or(1e-5);
+    let rope_theta = key_f32(g, &key("rope.freq_base"))?.unwrap_or(10000.0);
+    let rms_eps = key_f32(g, &key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
 
     for (what, v) in [
         ("embedding_length", dim),
@@ -722,8 +747,8 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
         )));
     }
 
-    let config = ModelConfig {
-        arch: ARCH_LLAMA,
+    let base = ModelConfig {
+        arch: arch as u32,
         dim,
         hidden_dim,
         n_layers,
@@ -734,12 +759,74 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
         context_len,
         rope_theta,
         rms_eps,
-        rope_style: RopeStyle::Interleaved as u32,
+        rope_style: RopeStyle::HalfSplit as u32,
         tied_output: u32::from(g.tensor("output.weight").is_none()),
         ..tokenizer_config(g, vocab_size)?
     };
+    let config = match arch {
+        // llama.cpp's "normal" RoPE: its converter permuted the q/k rows for it.
+        Arch::Llama => ModelConfig {
+            rope_style: RopeStyle::Interleaved as u32,
+            block_flags: if g.tensor("rope_freqs.weight").is_some() {
+                block_flags::ROPE_FREQS
+            } else {
+                0
+            },
+            ..base
+        },
+        Arch::Qwen2 => ModelConfig {
+            block_flags: block_flags::QKV_BIAS,
+            ..base
+        },
+        Arch::Qwen3 => ModelConfig {
+            block_flags: block_flags::QK_NORM,
+            ..base
+        },
+        Arch::Gemma3 => gemma3(g, base)?,
+    };
     config.validate()?;
     Ok(config)
+}
+
+/// What Gemma 3 adds, as llama.cpp's `gemma3` graph runs it: QK-norm, post-norms and
+/// the GELU gate; embeddings scaled by `sqrt(dim)`; queries by `1 / sqrt(head_dim)`
+/// (the 27B model, 62 layers, by `1 / sqrt(dim / n_heads)`); with a sliding window,
+/// five local layers in six (or the file's `sliding_window_pattern`) at the local RoPE
+/// base (10000 unless the file says). The norm gains are stored as `1 + w` already.
+fn gemma3(g: &GgufFile, base: ModelConfig) -> Result<ModelConfig, ImportError> {
+    let window = key_u32(g, "gemma3.attention.sliding_window")?.unwrap_or(0);
+    const PATTERN_KEY: &str = "gemma3.attention.sliding_window_pattern";
+    let pattern = match g.get(PATTERN_KEY) {
+        None => 6,
+        Some(Value::Array(_)) => {
+            return Err(ImportError::Unsupported {
+                what: "per-layer sliding-window flags (gemma3.attention.sliding_window_pattern)",
+                value: "an array".into(),
+            });
+        }
+        Some(_) => req_u32(g, PATTERN_KEY)?,
+    };
+    let head_scale = if base.n_layers == 62 {
+        base.dim / base.n_heads
+    } else {
+        base.head_dim
+    };
+    Ok(ModelConfig {
+        block_flags: block_flags::QK_NORM
+            | block_flags::POST_ATTN_NORM
+            | block_flags::POST_FFN_NORM
+            | block_flags::GELU,
+        embed_scale: (base.dim as f32).sqrt(),
+        attn_scale: 1.0 / (head_scale as f32).sqrt(),
+        sliding_window: window,
+        swa_pattern: if window > 0 { pattern } else { 0 },
+        rope_theta_local: if window > 0 {
+            key_f32(g, "gemma3.rope.freq_base_swa")?.unwrap_or(10000.0)
+        } else {
+            0.0
+        },
+        ..base
+    })
 }
 
 /// The tokenizer fields of the configuration (the rest default): kind, pre-tokenizer,

@@ -362,3 +362,116 @@ fn convert_file_errors_leave_nothing_behind() {
     assert_eq!(std::fs::metadata(&out).unwrap().len(), r.bytes_written);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 }
+
+/// The tiny Llama's keys under another architecture's name.
+fn as_arch(name: &str) -> GgufBuilder {
+    let mut b = base();
+    b.str("general.architecture", name)
+        .rename_prefix("llama.", &format!("{name}."));
+    b
+}
+
+#[test]
+fn architectures_become_block_flags_and_their_tensors_are_required() {
+    use tvl_format::{Arch, RopeStyle, block_flags};
+    let c = config(&base());
+    assert_eq!((c.arch, c.block_flags), (Arch::Llama as u32, 0));
+    assert_eq!(c.rope_style, RopeStyle::Interleaved as u32);
+    for (name, arch, flags, first_missing) in [
+        (
+            "qwen2",
+            Arch::Qwen2,
+            block_flags::QKV_BIAS,
+            "blk.0.attn_q.bias",
+        ),
+        (
+            "qwen3",
+            Arch::Qwen3,
+            block_flags::QK_NORM,
+            "blk.0.attn_q_norm.weight",
+        ),
+        (
+            "gemma3",
+            Arch::Gemma3,
+            block_flags::QK_NORM
+                | block_flags::POST_ATTN_NORM
+                | block_flags::POST_FFN_NORM
+                | block_flags::GELU,
+            "blk.0.attn_q_norm.weight",
+        ),
+    ] {
+        let b = as_arch(name);
+        let c = config(&b);
+        assert_eq!((c.arch, c.block_flags), (arch as u32, flags), "{name}");
+        assert_eq!(c.rope_style, RopeStyle::HalfSplit as u32, "{name}");
+        // The tiny Llama lacks what the architecture adds: the table asks for it.
+        assert!(
+            matches!(convert_err(&b), ImportError::MissingTensor { ref name, .. } if name == first_missing),
+            "{name}"
+        );
+    }
+    // A Llama with RoPE frequency divisors is Llama 3's scaled RoPE.
+    let mut b = base();
+    b.tensor("rope_freqs.weight", &[8], gt::F32, vec![0; 32]);
+    assert_eq!(config(&b).block_flags, block_flags::ROPE_FREQS);
+    let mut b = base();
+    b.tensor("rope_freqs.weight", &[7], gt::F32, vec![0; 28]);
+    assert!(
+        matches!(convert_err(&b), ImportError::ShapeMismatch { ref name, .. } if name == "rope_freqs.weight")
+    );
+}
+
+#[test]
+fn gemma3_scales_and_sliding_window() {
+    let b = as_arch("gemma3");
+    let c = config(&b);
+    assert_eq!(c.embed_scale, 8.0, "sqrt(dim 64)");
+    assert_eq!(c.attn_scale, 0.25, "1 / sqrt(head_dim 16)");
+    assert_eq!(
+        (c.sliding_window, c.swa_pattern, c.rope_theta_local),
+        (0, 0, 0.0)
+    );
+    let mut b = as_arch("gemma3");
+    b.u32("gemma3.attention.sliding_window", 512);
+    let c = config(&b);
+    assert_eq!(
+        (c.sliding_window, c.swa_pattern, c.rope_theta_local),
+        (512, 6, 10000.0)
+    );
+    b.f32("gemma3.rope.freq_base_swa", 5000.0)
+        .u32("gemma3.attention.sliding_window_pattern", 4);
+    let c = config(&b);
+    assert_eq!((c.swa_pattern, c.rope_theta_local), (4, 5000.0));
+}
+
+#[test]
+fn what_the_graph_cannot_run_is_refused() {
+    let unsupported = |b: &GgufBuilder, what_has: &str| match convert_err(b) {
+        ImportError::Unsupported { what, .. } => assert!(what.contains(what_has), "{what}"),
+        other => panic!("{what_has}: {other}"),
+    };
+    let mut b = as_arch("gemma3");
+    b.u32("gemma3.attention.sliding_window", 512).raw(
+        "gemma3.attention.sliding_window_pattern",
+        vt::ARRAY,
+        {
+            let mut v = vt::BOOL.to_le_bytes().to_vec();
+            v.extend(2u64.to_le_bytes());
+            v.extend([1, 0]);
+            v
+        },
+    );
+    unsupported(&b, "sliding_window_pattern");
+    let mut b = as_arch("gemma3");
+    b.f32("gemma3.final_logit_softcapping", 30.0);
+    unsupported(&b, "final_logit_softcapping");
+    let mut b = as_arch("gemma3");
+    b.str("gemma3.rope.scaling.type", "linear");
+    unsupported(&b, "rope.scaling.type");
+    let mut b = base();
+    b.u32("llama.attention.key_length", 16)
+        .u32("llama.rope.dimension_count", 8);
+    unsupported(&b, "partial rotary");
+    let b = as_arch("mistral3");
+    unsupported(&b, "general.architecture");
+}

@@ -1,5 +1,8 @@
-//! The Llama graph: embedding, `n_layers` x (attention with RoPE and grouped-query KV
-//! cache, SwiGLU feed-forward), final norm, output head. One function, [`forward`],
+//! The graph of every architecture (TVL spec section 4a): embedding, `n_layers` x
+//! (attention with RoPE and grouped-query KV cache, gated feed-forward), final norm,
+//! output head, with what the config adds (QKV biases, QK-norm, post-norms, GELU
+//! gate, embedding and attention scales, sliding-window layers, scaled RoPE
+//! frequencies). One function, [`forward`],
 //! runs a pass of any rows: a decode step is a pass of one token, a prompt chunk a pass
 //! of consecutive tokens of one sequence, a serving step one token of each of several
 //! sequences. Every operation goes through the [`Backend`]; this file only sequences
@@ -7,7 +10,7 @@
 
 use vtc_kernels::{Backend, Matrix, Q8Vec};
 
-use crate::{Config, KvCache, LayerWeights, Scratch, Weights};
+use crate::{Config, Gate, KvCache, LayerWeights, Scratch, Weights};
 
 /// Tokens per batch of [`Session::prefill`](crate::Session::prefill) and
 /// [`Session::score`](crate::Session::score): a longer prompt runs in chunks of this
@@ -80,8 +83,11 @@ pub fn forward<B: Backend + ?Sized>(
     let (n, dim, vocab) = (rows.len(), cfg.dim, cfg.vocab_size);
     assert!(n > 0 && n <= s.capacity, "pass of {n} rows");
     for (i, r) in rows.iter().enumerate() {
-        w.token_embd
-            .row_into(r.token as usize, &mut s.act.x[i * dim..(i + 1) * dim]);
+        let x = &mut s.act.x[i * dim..(i + 1) * dim];
+        w.token_embd.row_into(r.token as usize, x);
+        if let Some(scale) = cfg.embed_scale {
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
     }
     for (l, lw) in w.layers.iter().enumerate() {
         block(be, cfg, lw, l, s, caches, rows);
@@ -98,9 +104,11 @@ pub fn forward<B: Backend + ?Sized>(
     project(be, xb, &mut xq[first..n], &mut [(&w.output, out)]);
 }
 
-/// One transformer block over the rows of a pass: attention (norm, q/k/v projections,
-/// RoPE, cache write, causal attention, output projection, residual), then the
-/// feed-forward (norm, gate and up projections, SwiGLU, down projection, residual).
+/// One transformer block over the rows of a pass: attention (norm, q/k/v projections
+/// and biases, QK-norm, RoPE, cache write, causal attention, output projection,
+/// post-norm, residual), then the feed-forward (norm, gate and up projections, gated
+/// activation, down projection, post-norm, residual). The optional steps run when the
+/// layer has their weights.
 fn block<B: Backend + ?Sized>(
     be: &B,
     cfg: &Config,
@@ -126,11 +134,13 @@ fn block<B: Backend + ?Sized>(
         cos,
         sin,
         inv_freq,
+        inv_freq_local,
         ..
     } = s;
     let xq = &mut xq[..n];
     let (x, xb) = (&mut a.x[..n * dim], &mut a.xb[..n * dim]);
     let (q, k, v) = (&mut a.q[..n * qd], &mut a.k[..n * kvd], &mut a.v[..n * kvd]);
+    let attn_out = &mut a.attn_out[..n * qd];
 
     // Attention.
     rmsnorm_rows(be, xb, x, lw.attn_norm, cfg);
@@ -140,6 +150,28 @@ fn block<B: Backend + ?Sized>(
         xq,
         &mut [(&lw.wq, &mut *q), (&lw.wk, &mut *k), (&lw.wv, &mut *v)],
     );
+    for (y, bias) in [
+        (&mut *q, lw.q_bias),
+        (&mut *k, lw.k_bias),
+        (&mut *v, lw.v_bias),
+    ] {
+        if let Some(b) = bias {
+            y.chunks_exact_mut(b.len()).for_each(|row| be.add(row, b));
+        }
+    }
+    for (y, gain) in [(&mut *q, lw.q_norm), (&mut *k, lw.k_norm)] {
+        if let Some(g) = gain {
+            // Every head of every row, through `attn_out` (free until attention).
+            let tmp = &mut attn_out[..y.len()];
+            rmsnorm_rows(be, tmp, y, g, cfg);
+            y.copy_from_slice(tmp);
+        }
+    }
+    let inv_freq = if cfg.is_local(l) {
+        inv_freq_local
+    } else {
+        inv_freq
+    };
     for (i, r) in rows.iter().enumerate() {
         rope_angles(inv_freq, cos, sin, r.pos);
         be.rope(&mut q[i * qd..(i + 1) * qd], hd, cos, sin, cfg.rope_style);
@@ -152,23 +184,45 @@ fn block<B: Backend + ?Sized>(
             cache.values[at..at + hd].copy_from_slice(&v[from..from + hd]);
         }
     }
-    let attn_out = &mut a.attn_out[..n * qd];
     attention(be, cfg, l, (att, *att_rows), caches, rows, q, attn_out);
     let proj = &mut a.proj[..n * dim];
     project(be, attn_out, xq, &mut [(&lw.wo, &mut *proj)]);
-    be.add(x, proj);
+    residual(be, cfg, x, proj, xb, lw.post_attn_norm);
 
     // Feed-forward.
     rmsnorm_rows(be, xb, x, lw.ffn_norm, cfg);
     let (gate, up) = (&mut a.hb[..n * hid], &mut a.hb2[..n * hid]);
     project(be, xb, xq, &mut [(&lw.w_gate, &mut *gate), (&lw.w_up, up)]);
-    be.swiglu(gate, up);
+    match cfg.gate {
+        Gate::Silu => be.swiglu(gate, up),
+        Gate::Gelu => be.geglu(gate, up),
+    }
     project(be, gate, xq, &mut [(&lw.w_down, &mut *proj)]);
-    be.add(x, proj);
+    residual(be, cfg, x, proj, xb, lw.post_ffn_norm);
+}
+
+/// `x += y`, or with a post-norm `x += rmsnorm(y)` (through `tmp`, rows of `x`).
+#[inline]
+fn residual<B: Backend + ?Sized>(
+    be: &B,
+    cfg: &Config,
+    x: &mut [f32],
+    y: &[f32],
+    tmp: &mut [f32],
+    post_norm: Option<&[f32]>,
+) {
+    match post_norm {
+        Some(g) => {
+            rmsnorm_rows(be, tmp, y, g, cfg);
+            be.add(x, tmp);
+        }
+        None => be.add(x, y),
+    }
 }
 
 /// The attention of every row in layer `l`: for each head, scores of the row's query
-/// against the cached keys of its positions `..= pos`, softmax, weighted sum of the
+/// against the cached keys of its positions `..= pos` (on a local layer only the
+/// last `sliding_window` of them), softmax, weighted sum of the
 /// cached values, into the row of `out`. Every (row, head) pair is independent, so up
 /// to `att_rows` rows at a time run as chunks of `att` (the head's output, then its
 /// scores) spread over the backend's threads ([`Backend::for_each_chunk`]).
@@ -184,29 +238,30 @@ fn attention<B: Backend + ?Sized>(
     out: &mut [f32],
 ) {
     let (hd, heads, qd) = (cfg.head_dim, cfg.n_heads, cfg.q_dim());
-    let scale = 1.0 / (hd as f32).sqrt();
     for (g, group) in rows.chunks(att_rows).enumerate() {
         let first = g * att_rows;
-        let longest = group.iter().map(|r| r.pos + 1).max().unwrap_or(0);
+        let seen = |r: &Row| cfg.first_seen(l, r.pos)..r.pos + 1;
+        let longest = group.iter().map(|r| seen(r).len()).max().unwrap_or(0);
         let chunk = hd + longest;
         let scratch = &mut att[..group.len() * heads * chunk];
         be.for_each_chunk(scratch, chunk, &|i, c| {
             let (r, h) = (i / heads, i % heads);
-            let (row, seen) = (&group[r], group[r].pos + 1);
+            let (row, seen) = (&group[r], seen(&group[r]));
             let cache = &caches[row.seq];
             let at = cache.offset(cfg, l, h / cfg.group_size());
+            let span = at + seen.start * hd..at + seen.end * hd;
             let (head_out, scores) = c.split_at_mut(hd);
-            let scores = &mut scores[..seen];
+            let scores = &mut scores[..seen.len()];
             let qh = (first + r) * qd + h * hd;
             be.attn_scores(
                 &q[qh..qh + hd],
-                &cache.keys[at..at + seen * hd],
+                &cache.keys[span.clone()],
                 hd,
-                scale,
+                cfg.attn_scale,
                 scores,
             );
             be.softmax(scores);
-            be.attn_values(scores, &cache.values[at..at + seen * hd], hd, head_out);
+            be.attn_values(scores, &cache.values[span], hd, head_out);
         });
         let outs = out[first * qd..(first + group.len()) * qd].chunks_exact_mut(hd);
         for (o, c) in outs.zip(scratch.chunks_exact(chunk)) {

@@ -28,7 +28,7 @@ mod state;
 pub mod tokenizer;
 mod weights;
 
-pub use config::Config;
+pub use config::{Config, Gate};
 pub use forward::{BATCH, Logits, Row, forward};
 pub use generate::{GenerateOptions, Generated, Generation, StopReason};
 pub use model::{Model, Session, load_tokenizer};

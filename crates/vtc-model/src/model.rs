@@ -168,7 +168,7 @@ impl<'m, B: Backend> Session<'m, B> {
         }
         Ok(Self {
             cache: KvCache::new(cfg, max_seq),
-            decode: Scratch::new(cfg, 1, max_seq),
+            decode: Scratch::new(cfg, model.weights(), 1, max_seq),
             batch: None,
             batch_size: BATCH,
             logits: vec![0.0; cfg.vocab_size],
@@ -304,7 +304,7 @@ impl<'m, B: Backend> Session<'m, B> {
             _ => {
                 let size = self.batch_size.min(max_seq);
                 self.batch
-                    .get_or_insert_with(|| Scratch::new(cfg, size, max_seq))
+                    .get_or_insert_with(|| Scratch::new(cfg, &self.model.weights, size, max_seq))
             }
         };
         let (n, vocab) = (tokens.len(), cfg.vocab_size);

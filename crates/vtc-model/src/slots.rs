@@ -45,7 +45,7 @@ impl<'m, B: Backend> Slots<'m, B> {
         Ok(Self {
             caches: (0..slots).map(|_| KvCache::new(cfg, max_seq)).collect(),
             pos: vec![0; slots],
-            scratch: Scratch::new(cfg, BATCH.max(slots), max_seq),
+            scratch: Scratch::new(cfg, model.weights(), BATCH.max(slots), max_seq),
             rows: Vec::with_capacity(BATCH.max(slots)),
             logits: vec![0.0; slots * cfg.vocab_size],
             stepped: 0,

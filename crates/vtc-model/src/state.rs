@@ -4,7 +4,7 @@
 
 use vtc_kernels::Q8Vec;
 
-use crate::Config;
+use crate::{Config, Weights};
 
 /// The activation buffers of the graph for up to `rows` tokens, one row per token (a
 /// decode step's single token, a prompt chunk, or one token of each of several
@@ -111,8 +111,11 @@ pub struct Scratch {
     pub cos: Vec<f32>,
     /// RoPE sines of the current token's position, `[head_dim / 2]`.
     pub sin: Vec<f32>,
-    /// RoPE inverse frequencies, `theta^(-2i / head_dim)`, `[head_dim / 2]`.
+    /// RoPE inverse frequencies of the global layers, `theta^(-2i / head_dim) / f_i`
+    /// (`f_i` the file's frequency divisors, else 1), `[head_dim / 2]`.
     pub inv_freq: Vec<f64>,
+    /// The same for the local (sliding-window) layers, with their own base.
+    pub inv_freq_local: Vec<f64>,
     /// Tokens per pass.
     pub capacity: usize,
     /// Longest cache the attention scratch has room for.
@@ -121,8 +124,8 @@ pub struct Scratch {
 
 impl Scratch {
     /// Buffers for passes of up to `capacity` tokens (at least 1) of `cfg` over caches
-    /// of up to `max_seq` positions.
-    pub fn new(cfg: &Config, capacity: usize, max_seq: usize) -> Self {
+    /// of up to `max_seq` positions; the RoPE tables from `cfg` and `w.rope_freqs`.
+    pub fn new(cfg: &Config, w: &Weights<'_>, capacity: usize, max_seq: usize) -> Self {
         let capacity = capacity.max(1);
         let hd = cfg.head_dim;
         let per_row = cfg.n_heads * (hd + max_seq);
@@ -134,11 +137,20 @@ impl Scratch {
             att_rows,
             cos: vec![0.0; hd / 2],
             sin: vec![0.0; hd / 2],
-            inv_freq: (0..hd / 2)
-                .map(|i| (cfg.rope_theta as f64).powf(-2.0 * i as f64 / hd as f64))
-                .collect(),
+            inv_freq: inv_freq(cfg.rope_theta, hd, w.rope_freqs),
+            inv_freq_local: inv_freq(cfg.rope_theta_local, hd, w.rope_freqs),
             capacity,
             max_seq,
         }
     }
+}
+
+/// `theta^(-2i / head_dim) / f_i` for the pairs `i` of a head.
+fn inv_freq(theta: f32, hd: usize, divisors: Option<&[f32]>) -> Vec<f64> {
+    (0..hd / 2)
+        .map(|i| {
+            let f = divisors.map_or(1.0, |d| f64::from(d[i]));
+            f64::from(theta).powf(-2.0 * i as f64 / hd as f64) / f
+        })
+        .collect()
 }

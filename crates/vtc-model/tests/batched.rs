@@ -178,7 +178,7 @@ fn synthetic_attention_in_several_regions_matches_token_by_token() {
     let file = TvlFile::open(&path).unwrap();
     let model = Model::load(&file).unwrap();
     let c = model.config();
-    let scratch = vtc_model::Scratch::new(c, 64, c.context_len);
+    let scratch = vtc_model::Scratch::new(c, model.weights(), 64, c.context_len);
     assert_eq!(scratch.att_rows, 63, "the batch must need two regions");
     let ids = ids(150, c.vocab_size);
     for be in vtc_kernels::available() {

@@ -120,6 +120,17 @@ impl GgufBuilder {
         self
     }
 
+    /// Renames every key starting with `from` to start with `to` instead (another
+    /// architecture's prefix: `llama.` to `gemma3.`), in place.
+    pub fn rename_prefix(&mut self, from: &str, to: &str) -> &mut Self {
+        for (k, ..) in &mut self.kv {
+            if let Some(rest) = k.strip_prefix(from) {
+                *k = format!("{to}{rest}");
+            }
+        }
+        self
+    }
+
     /// Drops a key (no-op when absent).
     pub fn remove(&mut self, key: &str) -> &mut Self {
         self.kv.retain(|(k, ..)| k != key);
