@@ -79,8 +79,9 @@ fn gemma3(dtype: OutDType) -> PathBuf {
         other => panic!("no cell for {other}"),
     };
     cell.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("{}-gemma3-270m.{dtype}.tvl", std::process::id()));
+        // One file per dtype, converted anew by each run (the f32 one is 1.1 GB).
+        let out =
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gemma3-270m.{dtype}.tvl"));
         let opts = ConvertOptions {
             dtype,
             ..ConvertOptions::default()

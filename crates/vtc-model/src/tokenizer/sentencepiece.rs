@@ -136,8 +136,11 @@ impl SpModel {
                 continue;
             };
             for (at, _) in text.char_indices().skip(1) {
-                let (l, r) = (&s[..at], &s[at..]);
-                if let (Some(&l), Some(&r)) = (by_string.get(l), by_string.get(r)) {
+                // The right part is looked up only when the left one is a token.
+                let Some(&l) = by_string.get(&s[..at]) else {
+                    continue;
+                };
+                if let Some(&r) = by_string.get(&s[at..]) {
                     merges.insert(l, r, priority[id as usize], id);
                 }
             }
