@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write crates/vtc-model/tests/data/pretokenizer-llama-tokenize.json: about 200 varied
+"""Write crates/vtc-model/tests/data/pretokenizer-llama-tokenize.json: 230 varied
 strings and the ids llama.cpp's `llama-tokenize` gives for them with SmolLM2's byte-level
 BPE vocabulary (49,152 tokens and its merges) under the Qwen2 (`tokenizer.ggml.pre =
 "qwen2"`) and the Llama 3 (`"llama-bpe"`) pre-tokenizers, so VTC's splits are checked
@@ -11,7 +11,8 @@ against an independent implementation.
 
 The SmolLM2 GGUF (default: $VTC_HOME/SmolLM2-135M-Instruct.Q4_1.gguf) is copied twice
 into $VTC_HOME (not the repository), every key and tensor kept, with only
-`tokenizer.ggml.pre` changed: SmolLM2-pre-qwen2.gguf and SmolLM2-pre-llama-bpe.gguf.
+`tokenizer.ggml.pre` changed (and a few token strings, see NEW below): SmolLM2-pre-qwen2.gguf
+and SmolLM2-pre-llama-bpe.gguf.
 llama.cpp gives "llama-bpe" its Llama 3 rule that a pre-token which is itself a token is
 taken whole (`ignore_merges`); "qwen2" merges every pre-token.
 
@@ -50,19 +51,45 @@ def byte_level_char(b):
 
 reader = gguf.GGUFReader(src)
 tokens = reader.get_field("tokenizer.ggml.tokens").contents()
+types = reader.get_field("tokenizer.ggml.token_type").contents()
+merges = reader.get_field("tokenizer.ggml.merges").contents()
 vocab = set(tokens)
 missing = {b for b in range(256) if byte_level_char(b) not in vocab}
+
+# SmolLM2 has only single-digit number tokens, and every token is what the merges make
+# of its text, so on its own it would not tell Qwen2's one-digit pieces from Llama 3's
+# three-digit ones, nor show Llama 3's whole-token rule. So a few tokens get new strings
+# no merge makes: tokens that are the result of a late merge and part of none, their
+# merges dropped. The test makes the same change (the "vocab_changes" of the output).
+NEW = ["123", "456", "789", "000", "12", "99", "zyzzyva", "\u0120zyzzyva"]
+assert not vocab & set(NEW)
+index = {t: i for i, t in reversed(list(enumerate(tokens)))}
+parts = {p for m in merges for p in m.split(" ", 1)}
+renamed = {}
+for m in reversed(merges):
+    if len(renamed) == len(NEW):
+        break
+    joined = m.replace(" ", "", 1)
+    i = index[joined]
+    if joined not in parts and types[i] == 1 and i not in renamed:
+        renamed[i] = NEW[len(renamed)]
+old_strings = {tokens[i] for i in renamed}
+dropped = [m for m in merges if m.replace(" ", "", 1) in old_strings]
+new_tokens = [renamed.get(i, t) for i, t in enumerate(tokens)]
+new_merges = [m for m in merges if m not in set(dropped)]
+vocab = set(new_tokens)
 
 paths = {}
 for pre in PRES:
     path = os.path.join(home, f"SmolLM2-pre-{pre}.gguf")
     paths[pre] = path
-    if os.path.exists(path):
-        continue
     arch = reader.get_field("general.architecture").contents()
     writer = gguf.GGUFWriter(path + ".part", arch=arch, endianess=reader.endianess)
+    array = gguf.GGUFValueType.ARRAY
     copy_with_new_metadata(reader, writer, {
         "tokenizer.ggml.pre": MetadataDetails(gguf.GGUFValueType.STRING, pre),
+        "tokenizer.ggml.tokens": MetadataDetails(array, new_tokens, sub_type=gguf.GGUFValueType.STRING),
+        "tokenizer.ggml.merges": MetadataDetails(array, new_merges, sub_type=gguf.GGUFValueType.STRING),
     }, [])
     os.replace(path + ".part", path)
     print(f"wrote {path}", file=sys.stderr)
@@ -98,13 +125,15 @@ base = [
     "“smart quotes” ‘single’ — em–dash … ellipsis", "«guillemets» ¿qué? ¡sí!",
     "a" * 60, "ab" * 30, "The the THE tHe", " .x", " .\n", ".Hello", "\tHello", "\nHello",
     "1Hello", "Hello1", " 1", "  1", "a 1 b", "x\n1", "the year 1999.",
+    "000123456789", "12:00 99 bottles", "1299", "9912", "123 456 789 000", "x123", " 123",
+    "zyzzyva", " zyzzyva", "Zyzzyva zyzzyvas zyzzyva.", "'zyzzyva", "\tzyzzyva",
 ]
 
 rng = random.Random(20261207)
 pieces = [w for s in base for w in s.split(" ") if w] + [" ", "  ", "\n", "\t", "\r\n",
                                                          "'s", "'LL", "123", "4567"]
 strings = list(base)
-while len(strings) < 210:
+while len(strings) < 230:
     n = rng.randint(1, 10)
     s = ""
     for _ in range(n):
@@ -131,12 +160,14 @@ cases = []
 for pre in PRES:
     for i, s in enumerate(kept):
         cases.append({"pre": pre, "text": s, "ids": run(paths[pre], s)})
-        print(f"{pre} {i + 1}/{len(kept)}", file=sys.stderr, end="\r")
+    print(f"{pre}: {len(kept)} strings", file=sys.stderr)
 
 build = open(os.path.join(home, "llama.cpp/BUILD_INFO.txt")).readline().strip()
 with open(out_path, "w") as f:
     json.dump({"source": "llama-tokenize of llama.cpp (" + build + ")",
-               "model": "SmolLM2-135M-Instruct.Q4_1.gguf's vocabulary and merges, "
-                        "tokenizer.ggml.pre replaced by each case's \"pre\"",
+               "model": "SmolLM2-135M-Instruct.Q4_1.gguf's vocabulary and merges, with "
+                        "vocab_changes applied and tokenizer.ggml.pre replaced by each case's \"pre\"",
+               "vocab_changes": {"tokens": {str(i): t for i, t in sorted(renamed.items())},
+                                 "dropped_merges": dropped},
                "cases": cases}, f, ensure_ascii=False, indent=0)
 print(f"\nwrote {out_path}: {len(cases)} cases", file=sys.stderr)
