@@ -291,6 +291,12 @@ pub enum PreTokenizer {
     Gpt2 = 0,
     /// SmolLM: every digit split off on its own, then the GPT-2 split.
     SmolLm = 1,
+    /// Qwen2 (Qwen2, Qwen2.5, Qwen3; GGUF `qwen2`): the Qwen2 regex split, every `\p{N}`
+    /// a piece of its own.
+    Qwen2 = 2,
+    /// Llama 3 (GGUF `llama-bpe`): the Qwen2 split with runs of up to three `\p{N}`, and a
+    /// piece that is itself a token of the vocabulary is that token, without merges.
+    Llama3 = 3,
 }
 
 impl PreTokenizer {
@@ -299,6 +305,8 @@ impl PreTokenizer {
         match v {
             0 => Some(Self::Gpt2),
             1 => Some(Self::SmolLm),
+            2 => Some(Self::Qwen2),
+            3 => Some(Self::Llama3),
             _ => None,
         }
     }

@@ -170,9 +170,18 @@ fn constants_and_ids() {
         (0, 1, 2)
     );
     assert_eq!(
-        (PreTokenizer::Gpt2 as u32, PreTokenizer::SmolLm as u32),
-        (0, 1)
+        (
+            PreTokenizer::Gpt2 as u32,
+            PreTokenizer::SmolLm as u32,
+            PreTokenizer::Qwen2 as u32,
+            PreTokenizer::Llama3 as u32
+        ),
+        (0, 1, 2, 3)
     );
+    for v in 0..4 {
+        assert_eq!(PreTokenizer::from_u32(v).map(|p| p as u32), Some(v));
+    }
+    assert_eq!(PreTokenizer::from_u32(4), None);
     assert_eq!(
         [
             names::TOKENS,

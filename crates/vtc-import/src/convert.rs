@@ -605,10 +605,20 @@ fn tokenizer_kind(g: &GgufFile) -> Result<TokenizerKind, ImportError> {
     })
 }
 
+/// The pre-tokenizer of `tokenizer.ggml.pre`. Qwen2 and Llama 3 take the names llama.cpp
+/// (`llama-vocab.cpp`) gives exactly that pre-tokenizer type: `LLAMA_VOCAB_PRE_TYPE_QWEN2`
+/// and `LLAMA_VOCAB_PRE_TYPE_LLAMA3` (the latter with its whole-token rule,
+/// `ignore_merges`). Names of other types that share one of the patterns (`stablelm2`,
+/// `dbrx`, `smaug-bpe`...) are refused like any unknown name.
 fn pretokenizer(g: &GgufFile) -> Result<PreTokenizer, ImportError> {
     Ok(match key_str(g, "tokenizer.ggml.pre")? {
         None | Some("default") | Some("gpt2") => PreTokenizer::Gpt2,
         Some("smollm") => PreTokenizer::SmolLm,
+        Some("qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "megrez") => PreTokenizer::Qwen2,
+        Some(
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
+            | "lfm2" | "jina-v5-nano",
+        ) => PreTokenizer::Llama3,
         Some(other) => {
             return Err(ImportError::Unsupported {
                 what: "pre-tokenizer (tokenizer.ggml.pre)",
@@ -863,8 +873,14 @@ fn tokenizer_config(g: &GgufFile, vocab_size: u32) -> Result<ModelConfig, Import
             .map_or(eos_id, |i| i as u32),
         id => id,
     };
-    let add_bos = key_bool(g, "tokenizer.ggml.add_bos_token")?
-        .unwrap_or(tokenizer == TokenizerKind::SentencePiece);
+    // llama.cpp's defaults when the key is absent: BOS for SentencePiece and for the
+    // Llama 3 pre-tokenizer names.
+    let add_bos = key_bool(g, "tokenizer.ggml.add_bos_token")?.unwrap_or(
+        tokenizer == TokenizerKind::SentencePiece
+            || (tokenizer == TokenizerKind::ByteLevelBpe
+                && pre == PreTokenizer::Llama3
+                && bos_id != NONE_ID),
+    );
     // llama.cpp's default for a SentencePiece vocabulary: the dummy prefix is added.
     let space_prefix = key_bool(g, "tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
     let flags = if tokenizer == TokenizerKind::SentencePiece && !space_prefix {

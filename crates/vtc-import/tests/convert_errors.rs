@@ -133,13 +133,80 @@ fn pretokenizers() {
     assert_eq!(config(&b).pretokenizer, PreTokenizer::Gpt2 as u32);
     b.remove("tokenizer.ggml.pre");
     assert_eq!(config(&b).pretokenizer, PreTokenizer::Gpt2 as u32);
+    // The names llama.cpp gives its QWEN2 and LLAMA3 pre-tokenizer types.
+    for name in ["qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez"] {
+        b.str("tokenizer.ggml.pre", name);
+        assert_eq!(
+            config(&b).pretokenizer,
+            PreTokenizer::Qwen2 as u32,
+            "{name}"
+        );
+    }
+    for name in [
+        "llama3",
+        "llama-v3",
+        "llama-bpe",
+        "falcon3",
+        "falcon-h1",
+        "pixtral",
+        "midm-2.0",
+        "lfm2",
+        "jina-v5-nano",
+    ] {
+        b.str("tokenizer.ggml.pre", name);
+        assert_eq!(
+            config(&b).pretokenizer,
+            PreTokenizer::Llama3 as u32,
+            "{name}"
+        );
+    }
+    // The whole conversion goes through, and tables-only too.
+    b.str("tokenizer.ggml.pre", "qwen2");
+    let g = GgufFile::from_bytes(b.build()).unwrap();
+    convert(&g, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
     b.str("tokenizer.ggml.pre", "llama-bpe");
-    let e = convert_err(&b);
-    assert!(
-        matches!(e, ImportError::Unsupported { ref value, .. } if value == "llama-bpe"),
-        "{e}"
-    );
-    assert!(e.to_string().contains("tokenizer.ggml.pre"));
+    let g = GgufFile::from_bytes(b.build()).unwrap();
+    convert(&g, &ConvertOptions::default(), &mut |_, _| {}).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.tvl");
+    vtc_import::tokenizer_only(&g)
+        .unwrap()
+        .write_file(&path)
+        .unwrap();
+    let tvl = TvlFile::open(&path).unwrap();
+    assert_eq!(tvl.config().pretokenizer, PreTokenizer::Llama3 as u32);
+    // llama.cpp's BOS default for the Llama 3 names; the file's key wins.
+    b.remove("tokenizer.ggml.add_bos_token");
+    assert_eq!(config(&b).add_bos, 1, "llama-bpe defaults to BOS");
+    b.bool("tokenizer.ggml.add_bos_token", false);
+    assert_eq!(config(&b).add_bos, 0);
+    b.str("tokenizer.ggml.pre", "qwen2")
+        .remove("tokenizer.ggml.add_bos_token");
+    assert_eq!(config(&b).add_bos, 0, "qwen2 defaults to no BOS");
+    // Unknown names, and names of other llama.cpp types sharing a pattern, are refused.
+    for name in [
+        "falcon",
+        "dbrx",
+        "smaug-bpe",
+        "stablelm2",
+        "qwen35",
+        "Qwen2",
+    ] {
+        b.str("tokenizer.ggml.pre", name);
+        let e = convert_err(&b);
+        assert!(
+            matches!(e, ImportError::Unsupported { ref value, .. } if value == name),
+            "{e}"
+        );
+        assert!(e.to_string().contains("tokenizer.ggml.pre"), "{e}");
+        let e = vtc_import::tokenizer_only(&GgufFile::from_bytes(b.build()).unwrap())
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, ImportError::Unsupported { ref value, .. } if value == name),
+            "{e}"
+        );
+    }
 }
 
 #[test]

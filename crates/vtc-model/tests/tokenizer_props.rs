@@ -3,7 +3,9 @@
 
 use proptest::prelude::*;
 use tvl_format::{PreTokenizer, TokenizerKind};
-use vtc_model::tokenizer::{GPT2_PATTERN, StreamDecoder, Tokenizer, byte_level_form};
+use vtc_model::tokenizer::{
+    GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN, StreamDecoder, Tokenizer, byte_level_form,
+};
 use vtc_testdata::tokenizer::{BPE_MERGES, handmade_bpe};
 
 /// The handmade byte-level BPE (all 256 byte tokens, `BPE_MERGES`, ChatML specials),
@@ -31,14 +33,31 @@ fn text() -> impl Strategy<Value = String> {
     proptest::collection::vec(piece, 0..24).prop_map(|v| v.concat())
 }
 
+/// Every pre-tokenizer.
+const ALL_PRE: [PreTokenizer; 4] = [
+    PreTokenizer::SmolLm,
+    PreTokenizer::Gpt2,
+    PreTokenizer::Qwen2,
+    PreTokenizer::Llama3,
+];
+
 /// The pieces of `s` per the regex (fancy-regex), digits isolated first for SmolLM.
 fn regex_pieces(s: &str, pre: PreTokenizer) -> Vec<&str> {
-    static RE: std::sync::LazyLock<fancy_regex::Regex> =
-        std::sync::LazyLock::new(|| fancy_regex::Regex::new(GPT2_PATTERN).unwrap());
-    let re = &*RE;
+    use std::sync::LazyLock;
+    static RE: LazyLock<fancy_regex::Regex> =
+        LazyLock::new(|| fancy_regex::Regex::new(GPT2_PATTERN).unwrap());
+    static QWEN2: LazyLock<fancy_regex::Regex> =
+        LazyLock::new(|| fancy_regex::Regex::new(QWEN2_PATTERN).unwrap());
+    static LLAMA3: LazyLock<fancy_regex::Regex> =
+        LazyLock::new(|| fancy_regex::Regex::new(LLAMA3_PATTERN).unwrap());
+    let re = match pre {
+        PreTokenizer::Qwen2 => &*QWEN2,
+        PreTokenizer::Llama3 => &*LLAMA3,
+        _ => &*RE,
+    };
     let mut segments = Vec::new();
     match pre {
-        PreTokenizer::Gpt2 => segments.push(s),
+        PreTokenizer::Gpt2 | PreTokenizer::Qwen2 | PreTokenizer::Llama3 => segments.push(s),
         PreTokenizer::SmolLm => {
             // Digits as HF's `Digits` pre-tokenizer finds them: `char::is_numeric`.
             let mut last = 0;
@@ -61,7 +80,7 @@ proptest! {
 
     #[test]
     fn decode_inverts_encode(s in text(), special in any::<bool>()) {
-        for pre in [PreTokenizer::SmolLm, PreTokenizer::Gpt2] {
+        for pre in ALL_PRE {
             let tok = vocab(pre);
             let ids = tok.encode(&s, special).unwrap();
             prop_assert_eq!(tok.decode(&ids), s.clone());
@@ -83,7 +102,7 @@ proptest! {
     /// encodings (no merge crosses a piece, and the per-call cache changes nothing).
     #[test]
     fn encoding_is_the_concatenation_of_the_pieces(s in text()) {
-        for pre in [PreTokenizer::SmolLm, PreTokenizer::Gpt2] {
+        for pre in ALL_PRE {
             let tok = vocab(pre);
             let whole = tok.encode(&s, false).unwrap();
             let mut parts = Vec::new();

@@ -75,6 +75,12 @@ pub fn byte_level_form(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| BYTE_TO_CHAR[b as usize]).collect()
 }
 
+/// [`byte_level_form`] into `out` (cleared first).
+pub(crate) fn byte_level_form_into(bytes: &[u8], out: &mut String) {
+    out.clear();
+    out.extend(bytes.iter().map(|&b| BYTE_TO_CHAR[b as usize]));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,19 +2,22 @@
 //!
 //! [`Tokenizer`] is built from [`TokenizerData`], the owned tables of a model file, and
 //! validated once. Implemented: GPT-2 style byte-level BPE ([`TokenizerKind::ByteLevelBpe`],
-//! merges by rank) with the GPT-2 or SmolLM pre-tokenizer; SentencePiece-style BPE
-//! ([`TokenizerKind::SentencePiece`], merges by score, `<0xXX>` byte fallback, as
-//! llama2.c's `run.c` encodes: see [`sentencepiece`]); and no tokenizer at all
-//! ([`TokenizerKind::None`]: a model run from token ids, whose `encode` fails with
-//! [`TokenizerError::NoTokenizer`]).
+//! merges by rank) with the GPT-2, SmolLM, Qwen2 or Llama 3 pre-tokenizer;
+//! SentencePiece-style BPE ([`TokenizerKind::SentencePiece`], merges by score, `<0xXX>`
+//! byte fallback, as llama2.c's `run.c` encodes: see [`sentencepiece`]); and no
+//! tokenizer at all ([`TokenizerKind::None`]: a model run from token ids, whose
+//! `encode` fails with [`TokenizerError::NoTokenizer`]).
 //!
 //! Byte-level encoding, per call:
 //! 1. with `parse_special`, control and user-defined tokens (types 3 and 4) are cut out of
 //!    the text where they occur literally (leftmost, then longest match);
 //! 2. each remaining piece of text is pre-tokenized ([`PreTokenizer`]): SmolLM splits every
-//!    `\p{N}` character off on its own, then the GPT-2 regex split applies;
+//!    `\p{N}` character off on its own, then the GPT-2 regex split applies; Qwen2 and
+//!    Llama 3 have their own pattern (see [`QWEN2_PATTERN`], [`LLAMA3_PATTERN`]);
 //! 3. each pre-token's bytes become byte tokens, merged by BPE rank (lowest rank first,
-//!    leftmost on ties). Repeated pre-tokens are served from a per-call cache.
+//!    leftmost on ties). With Llama 3, a pre-token that is itself a token is that token,
+//!    without merges (Hugging Face's `ignore_merges`, which llama.cpp applies for the
+//!    Llama 3 pre-tokenizer). Repeated pre-tokens are served from a per-call cache.
 //!
 //! Decoding undoes the byte-to-unicode mapping; special tokens decode to their text.
 //!
@@ -64,7 +67,7 @@ use tvl_format::{PreTokenizer, TokenizerKind};
 
 pub use byte_level::byte_level_form;
 pub use error::TokenizerError;
-pub use pretokenize::GPT2_PATTERN;
+pub use pretokenize::{GPT2_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN};
 pub use stream::StreamDecoder;
 
 use bpe::MergeTable;
@@ -632,6 +635,8 @@ struct Encoder<'t, 'a> {
     short: FastMap<u64, (u32, u32)>,
     long: FastMap<&'a str, (u32, u32)>,
     cached_ids: Vec<u32>,
+    /// Byte-level form of the current pre-token (for the whole-token lookup).
+    form: String,
 }
 
 impl<'t, 'a> Encoder<'t, 'a> {
@@ -643,6 +648,7 @@ impl<'t, 'a> Encoder<'t, 'a> {
             short: FastMap::default(),
             long: FastMap::default(),
             cached_ids: Vec::new(),
+            form: String::new(),
         }
     }
 
@@ -661,6 +667,7 @@ impl<'t, 'a> Encoder<'t, 'a> {
             }
             Model::None => return,
         };
+        let whole_tokens = *pretokenizer == PreTokenizer::Llama3;
         pretokenize::split(text, *pretokenizer, |a, b| {
             let piece = &text[a..b];
             if let [byte] = piece.as_bytes() {
@@ -680,13 +687,23 @@ impl<'t, 'a> Encoder<'t, 'a> {
                 return;
             }
             self.word.clear();
-            self.word.extend(
-                piece
-                    .bytes()
-                    .map(|b| byte_ids[b as usize])
-                    .filter(|&id| id != NONE),
-            );
-            bpe::merge(merges, &mut self.word, &mut self.scratch);
+            let whole = whole_tokens
+                .then(|| {
+                    byte_level::byte_level_form_into(piece.as_bytes(), &mut self.form);
+                    self.tok.ids.get(self.form.as_bytes()).copied()
+                })
+                .flatten();
+            if let Some(id) = whole {
+                self.word.push(id);
+            } else {
+                self.word.extend(
+                    piece
+                        .bytes()
+                        .map(|b| byte_ids[b as usize])
+                        .filter(|&id| id != NONE),
+                );
+                bpe::merge(merges, &mut self.word, &mut self.scratch);
+            }
             out.extend_from_slice(&self.word);
             if piece.len() <= CACHE_MAX_PIECE
                 && self.short.len() + self.long.len() < CACHE_MAX_ENTRIES
