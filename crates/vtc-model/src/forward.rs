@@ -38,6 +38,9 @@ pub enum Logits<'a> {
     Last(&'a mut [f32]),
     /// Every row's, `[rows][vocab]` (decode, scoring, a serving step).
     All(&'a mut [f32]),
+    /// The rows listed (ascending), `[listed][vocab]` (a serving step that mixes
+    /// decode rows with prompt chunks, whose inner rows need none).
+    Rows(&'a [usize], &'a mut [f32]),
 }
 
 /// Which logits a caller of [`forward`] wants, before it has the buffer.
@@ -93,15 +96,35 @@ pub fn forward<B: Backend + ?Sized>(
         block(be, cfg, lw, l, s, caches, rows);
     }
     let (a, xq) = (&mut s.act, &mut s.xq[..]);
-    let (first, out) = match logits {
-        Logits::None => return,
-        Logits::Last(out) => (n - 1, out),
-        Logits::All(out) => (0, out),
+    // The final norm of each row that wants logits into the front rows of `xb`, then
+    // one product of the head for all of them.
+    let mut k = 0;
+    let mut norm = |r: usize| {
+        let (x, xb) = (
+            &a.x[r * dim..(r + 1) * dim],
+            &mut a.xb[k * dim..(k + 1) * dim],
+        );
+        be.rmsnorm(xb, x, w.output_norm, cfg.rms_eps);
+        k += 1;
     };
-    let (x, xb) = (&a.x[first * dim..n * dim], &mut a.xb[first * dim..n * dim]);
-    assert_eq!(out.len(), (n - first) * vocab, "logits buffer");
-    rmsnorm_rows(be, xb, x, w.output_norm, cfg);
-    project(be, xb, &mut xq[first..n], &mut [(&w.output, out)]);
+    let out = match logits {
+        Logits::None => return,
+        Logits::Last(out) => {
+            norm(n - 1);
+            out
+        }
+        Logits::All(out) => {
+            (0..n).for_each(&mut norm);
+            out
+        }
+        Logits::Rows(rows, out) => {
+            assert!(rows.windows(2).all(|p| p[0] < p[1]), "rows ascending");
+            rows.iter().for_each(|&r| norm(r));
+            out
+        }
+    };
+    assert_eq!(out.len(), k * vocab, "logits buffer");
+    project(be, &a.xb[..k * dim], &mut xq[..k], &mut [(&w.output, out)]);
 }
 
 /// One transformer block over the rows of a pass: attention (norm, q/k/v projections

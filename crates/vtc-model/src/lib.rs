@@ -37,7 +37,7 @@ pub use perplexity::{
     token_nll,
 };
 pub use sampler::{Sampler, SamplerConfig, argmax};
-pub use slots::Slots;
+pub use slots::{Run, Slots};
 pub use state::{Activations, KvCache, Scratch};
 pub use weights::{LayerWeights, Weights};
 
@@ -128,6 +128,14 @@ pub enum ModelError {
         slots: usize,
         /// What is wrong.
         why: &'static str,
+    },
+    /// A [`Slots::run`] of more tokens than one pass holds.
+    #[error("a pass of {rows} tokens exceeds the {capacity} one pass holds")]
+    PassTooLarge {
+        /// Tokens asked for.
+        rows: usize,
+        /// Tokens a pass holds ([`Slots::capacity`]).
+        capacity: usize,
     },
     /// Generation needs at least one prompt token.
     #[error("the prompt is empty (it encodes to no tokens)")]

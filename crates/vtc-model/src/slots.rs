@@ -1,11 +1,22 @@
 //! Several sequences served together: each slot has its own KV cache, and one
-//! [`Slots::step`] runs the next token of every active sequence through the weights in
-//! one pass, so one read of the weights advances all of them.
+//! [`Slots::run`] runs tokens of several sequences through the weights in one pass
+//! (the next token of every decoding sequence, and a chunk of a joining one's prompt),
+//! so one read of the weights advances all of them.
 
 use vtc_kernels::Backend;
 
-use crate::forward::Want;
-use crate::{BATCH, KvCache, Model, ModelError, Row, Scratch, forward};
+use crate::{BATCH, KvCache, Logits, Model, ModelError, Row, Scratch, forward};
+
+/// Tokens of one slot in a [`Slots::run`]: they run at the slot's next positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run<'t> {
+    /// The slot.
+    pub slot: usize,
+    /// Its next tokens (at least one).
+    pub tokens: &'t [u32],
+    /// Whether the logits after the last of them are wanted.
+    pub logits: bool,
+}
 
 /// `slots` sequences over one model and backend: a KV cache per slot (allocated once)
 /// and the scratch buffers of a pass shared by all. A slot's logits are bit for bit
@@ -18,11 +29,10 @@ pub struct Slots<'m, B: Backend> {
     pos: Vec<usize>,
     scratch: Scratch,
     rows: Vec<Row>,
-    /// Logits of the rows of the last step, `[rows][vocab]` (or of the last prefill,
-    /// in row 0).
+    /// The rows of the last pass whose logits were wanted.
+    picked: Vec<usize>,
+    /// Their logits, `[picked][vocab]`.
     logits: Vec<f32>,
-    /// Rows of the last step.
-    stepped: usize,
 }
 
 impl<'m, B: Backend> Slots<'m, B> {
@@ -42,13 +52,14 @@ impl<'m, B: Backend> Slots<'m, B> {
             });
         }
         let slots = slots.max(1);
+        let capacity = BATCH.max(slots);
         Ok(Self {
             caches: (0..slots).map(|_| KvCache::new(cfg, max_seq)).collect(),
             pos: vec![0; slots],
-            scratch: Scratch::new(cfg, model.weights(), BATCH.max(slots), max_seq),
-            rows: Vec::with_capacity(BATCH.max(slots)),
+            scratch: Scratch::new(cfg, model.weights(), capacity, max_seq),
+            rows: Vec::with_capacity(capacity),
+            picked: Vec::with_capacity(slots),
             logits: vec![0.0; slots * cfg.vocab_size],
-            stepped: 0,
             model,
             backend,
         })
@@ -74,6 +85,12 @@ impl<'m, B: Backend> Slots<'m, B> {
         self.scratch.max_seq
     }
 
+    /// Tokens one [`Slots::run`] may hold (all its runs together): at least
+    /// [`BATCH`] and the number of slots.
+    pub fn capacity(&self) -> usize {
+        self.scratch.capacity
+    }
+
     /// Positions slot `slot` holds.
     ///
     /// # Panics
@@ -92,14 +109,131 @@ impl<'m, B: Backend> Slots<'m, B> {
         self.pos[slot] = self.pos[slot].min(pos);
     }
 
+    /// One pass of `runs` (distinct slots, any order, at most [`Slots::capacity`]
+    /// tokens in all): each run's tokens at the next positions of its slot. Afterwards
+    /// [`Slots::logits`]`(i)` is the logits after the last token of the `i`-th run that
+    /// asked for them. Nothing runs if a run is invalid.
+    pub fn run(&mut self, runs: &[Run<'_>]) -> Result<(), ModelError> {
+        self.run_each(runs.iter().map(|r| (r.slot, r.tokens, r.logits)))
+    }
+
     /// Run `tokens` (a prompt, or its part the slot does not hold yet) at the next
-    /// positions of slot `slot`, in passes of up to [`BATCH`] tokens; returns the
-    /// logits after the last one (valid until the next call).
+    /// positions of slot `slot`, in passes of up to [`Slots::capacity`] tokens; returns
+    /// the logits after the last one (valid until the next call).
     pub fn prefill(&mut self, slot: usize, tokens: &[u32]) -> Result<&[f32], ModelError> {
         self.check_slot(slot)?;
         if tokens.is_empty() {
             return Err(ModelError::EmptyPrompt);
         }
+        // Checked whole before the first pass, so that nothing runs if a token is bad.
+        self.check_run(slot, tokens)?;
+        let chunks = tokens.chunks(self.capacity());
+        let last = chunks.len() - 1;
+        for (c, chunk) in chunks.enumerate() {
+            self.run_each(std::iter::once((slot, chunk, c == last)))?;
+        }
+        Ok(self.logits(0))
+    }
+
+    /// One decode step: token `t` at the next position of slot `s` for every `(s, t)`
+    /// of `rows` (distinct slots, any order), all in one pass. Row `i`'s logits are
+    /// then [`Slots::logits`]`(i)`. Nothing runs if a row is invalid.
+    pub fn step(&mut self, rows: &[(usize, u32)]) -> Result<(), ModelError> {
+        self.run_each(
+            rows.iter()
+                .map(|(slot, token)| (*slot, std::slice::from_ref(token), true)),
+        )
+    }
+
+    /// The logits after the last token of the `i`-th run that asked for them in the
+    /// last pass (row `i` of a [`Slots::step`]).
+    ///
+    /// # Panics
+    /// If the last pass had fewer than `i + 1` such runs.
+    pub fn logits(&self, i: usize) -> &[f32] {
+        assert!(
+            i < self.picked.len(),
+            "logits {i} of a pass with {} wanted",
+            self.picked.len()
+        );
+        let vocab = self.model.config().vocab_size;
+        &self.logits[i * vocab..(i + 1) * vocab]
+    }
+
+    /// [`Slots::run`] over `(slot, tokens, logits)` triples (a `Clone` iterator, so
+    /// that a decode step needs no buffer of runs).
+    fn run_each<'t>(
+        &mut self,
+        runs: impl Iterator<Item = (usize, &'t [u32], bool)> + Clone,
+    ) -> Result<(), ModelError> {
+        let (mut total, mut any) = (0, false);
+        for (i, (slot, tokens, _)) in runs.clone().enumerate() {
+            any = true;
+            self.check_slot(slot)?;
+            if runs.clone().take(i).any(|(s, ..)| s == slot) {
+                return Err(ModelError::Slot {
+                    slot,
+                    slots: self.slots(),
+                    why: "appears twice in one pass",
+                });
+            }
+            if tokens.is_empty() {
+                return Err(ModelError::EmptyPrompt);
+            }
+            self.check_run(slot, tokens)?;
+            total += tokens.len();
+        }
+        if !any {
+            return Err(ModelError::EmptyPrompt);
+        }
+        if total > self.capacity() {
+            return Err(ModelError::PassTooLarge {
+                rows: total,
+                capacity: self.capacity(),
+            });
+        }
+        self.rows.clear();
+        self.picked.clear();
+        for (slot, tokens, logits) in runs.clone() {
+            let pos = self.pos[slot];
+            self.rows
+                .extend(tokens.iter().enumerate().map(|(i, &token)| Row {
+                    seq: slot,
+                    token,
+                    pos: pos + i,
+                }));
+            if logits {
+                self.picked.push(self.rows.len() - 1);
+            }
+        }
+        // Logits are computed in row order; the runs asking for them are in run order,
+        // which is the same (each run's rows follow the previous run's).
+        let vocab = self.model.config().vocab_size;
+        let need = self.picked.len() * vocab;
+        if self.logits.len() < need {
+            self.logits.resize(need, 0.0);
+        }
+        let logits = match self.picked.len() {
+            0 => Logits::None,
+            _ => Logits::Rows(&self.picked, &mut self.logits[..need]),
+        };
+        forward(
+            &self.backend,
+            self.model.config(),
+            self.model.weights(),
+            &mut self.scratch,
+            &mut self.caches,
+            &self.rows,
+            logits,
+        );
+        for (slot, tokens, _) in runs {
+            self.pos[slot] += tokens.len();
+        }
+        Ok(())
+    }
+
+    /// The tokens of a run for `slot` are in the vocabulary and fit its cache.
+    fn check_run(&self, slot: usize, tokens: &[u32]) -> Result<(), ModelError> {
         let vocab = self.model.config().vocab_size;
         if let Some(&token) = tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(ModelError::TokenOutOfRange { token, vocab });
@@ -109,77 +243,7 @@ impl<'m, B: Backend> Slots<'m, B> {
                 max_seq: self.max_seq(),
             });
         }
-        let chunks = tokens.chunks(self.scratch.capacity);
-        let last = chunks.len() - 1;
-        for (c, chunk) in chunks.enumerate() {
-            let pos = self.pos[slot];
-            self.rows.clear();
-            self.rows
-                .extend(chunk.iter().enumerate().map(|(i, &token)| Row {
-                    seq: slot,
-                    token,
-                    pos: pos + i,
-                }));
-            self.pass(if c == last { Want::Last } else { Want::None });
-            self.pos[slot] += chunk.len();
-        }
-        self.stepped = 0;
-        Ok(&self.logits[..vocab])
-    }
-
-    /// One decode step: token `t` at the next position of slot `s` for every `(s, t)`
-    /// of `rows` (distinct slots, any order), all in one pass. Row `i`'s logits are
-    /// then [`Slots::logits`]`(i)`. Nothing runs if a row is invalid.
-    pub fn step(&mut self, rows: &[(usize, u32)]) -> Result<(), ModelError> {
-        if rows.is_empty() {
-            return Err(ModelError::EmptyPrompt);
-        }
-        let vocab = self.model.config().vocab_size;
-        for (i, &(slot, token)) in rows.iter().enumerate() {
-            self.check_slot(slot)?;
-            if rows[..i].iter().any(|&(s, _)| s == slot) {
-                return Err(ModelError::Slot {
-                    slot,
-                    slots: self.slots(),
-                    why: "appears twice in one step",
-                });
-            }
-            if token as usize >= vocab {
-                return Err(ModelError::TokenOutOfRange { token, vocab });
-            }
-            if self.pos[slot] >= self.max_seq() {
-                return Err(ModelError::ContextFull {
-                    max_seq: self.max_seq(),
-                });
-            }
-        }
-        self.rows.clear();
-        self.rows.extend(rows.iter().map(|&(slot, token)| Row {
-            seq: slot,
-            token,
-            pos: self.pos[slot],
-        }));
-        let n = rows.len();
-        self.pass(Want::All);
-        for &(slot, _) in rows {
-            self.pos[slot] += 1;
-        }
-        self.stepped = n;
         Ok(())
-    }
-
-    /// The logits after row `row` of the last [`Slots::step`].
-    ///
-    /// # Panics
-    /// If the last step had no row `row`.
-    pub fn logits(&self, row: usize) -> &[f32] {
-        assert!(
-            row < self.stepped,
-            "row {row} of a step of {}",
-            self.stepped
-        );
-        let vocab = self.model.config().vocab_size;
-        &self.logits[row * vocab..(row + 1) * vocab]
     }
 
     fn check_slot(&self, slot: usize) -> Result<(), ModelError> {
@@ -191,21 +255,5 @@ impl<'m, B: Backend> Slots<'m, B> {
             });
         }
         Ok(())
-    }
-
-    /// Run `self.rows` (checked) through the graph, the logits `want` says into
-    /// `self.logits`.
-    fn pass(&mut self, want: Want) {
-        let (n, vocab) = (self.rows.len(), self.model.config().vocab_size);
-        let logits = want.logits(&mut self.logits, n, vocab);
-        forward(
-            &self.backend,
-            self.model.config(),
-            self.model.weights(),
-            &mut self.scratch,
-            &mut self.caches,
-            &self.rows,
-            logits,
-        );
     }
 }

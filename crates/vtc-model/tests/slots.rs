@@ -7,7 +7,7 @@ mod common;
 use tvl_loader::TvlFile;
 use vtc_import::convert::OutDType;
 use vtc_kernels::{Backend, Threaded};
-use vtc_model::{Model, ModelError, Session, Slots};
+use vtc_model::{Model, ModelError, Run, Session, Slots};
 
 /// Sequence `k`: `n` ids spread over the vocabulary, different for every `k`.
 fn seq(k: usize, n: usize, vocab: usize) -> Vec<u32> {
@@ -79,6 +79,52 @@ fn check<B: Backend + Copy>(model: &Model<'_>, be: B, what: &str) {
         *slots.logits(1) == want[1][next[1]][..],
         "{what}: neighbour of a truncated slot"
     );
+    next[1] += 1;
+    // A mixed pass, as a server step runs it: slot 4 joins with a prompt chunk of 7
+    // tokens beside slot 0's decode token, then a chunk without logits (a prompt's
+    // inner chunk) beside slot 0 again, then the prompt's last chunk alone.
+    let four = seq(9, 20, c.vocab_size);
+    let want4 = alone(model, be, &four);
+    slots
+        .run(&[
+            Run {
+                slot: 4,
+                tokens: &four[..7],
+                logits: true,
+            },
+            Run {
+                slot: 0,
+                tokens: &seqs[1][next[1]..next[1] + 1],
+                logits: true,
+            },
+        ])
+        .unwrap();
+    assert!(*slots.logits(0) == want4[6][..], "{what}: mixed run, chunk");
+    assert!(
+        *slots.logits(1) == want[1][next[1]][..],
+        "{what}: mixed run, decode"
+    );
+    next[1] += 1;
+    slots
+        .run(&[
+            Run {
+                slot: 0,
+                tokens: &seqs[1][next[1]..next[1] + 1],
+                logits: true,
+            },
+            Run {
+                slot: 4,
+                tokens: &four[7..15],
+                logits: false,
+            },
+        ])
+        .unwrap();
+    assert!(
+        *slots.logits(0) == want[1][next[1]][..],
+        "{what}: beside a logit-less chunk"
+    );
+    let got = slots.prefill(4, &four[15..]).unwrap();
+    assert!(*got == want4[19][..], "{what}: after a logit-less chunk");
 }
 
 #[test]
@@ -94,6 +140,46 @@ fn synthetic_slots_match_sessions_alone() {
             }
         }
     }
+}
+
+#[test]
+fn runs_check_their_input() {
+    let file = TvlFile::open(common::synthetic_tvl(OutDType::F32)).unwrap();
+    let model = Model::load(&file).unwrap();
+    let mut s = Slots::new(&model, vtc_kernels::detect(), 2, 64).unwrap();
+    let cap = s.capacity();
+    assert_eq!(cap, vtc_model::BATCH);
+    let many = vec![1u32; cap - 1];
+    let run = |slot, tokens, logits| Run {
+        slot,
+        tokens,
+        logits,
+    };
+    assert!(matches!(
+        s.run(&[run(0, &many, true), run(1, &[1, 2], true)]),
+        Err(ModelError::PassTooLarge { rows, capacity }) if rows == cap + 1 && capacity == cap
+    ));
+    assert!(matches!(
+        s.run(&[run(0, &[], true)]),
+        Err(ModelError::EmptyPrompt)
+    ));
+    assert!(matches!(s.run(&[]), Err(ModelError::EmptyPrompt)));
+    assert!(matches!(
+        s.run(&[run(1, &[1, 2], false), run(1, &[3], true)]),
+        Err(ModelError::Slot { slot: 1, .. })
+    ));
+    assert_eq!((s.pos(0), s.pos(1)), (0, 0), "nothing ran");
+    s.run(&[run(0, &many, false)]).unwrap();
+    assert_eq!(s.pos(0), cap - 1);
+    s.run(&[run(1, &[1, 2], false), run(0, &[3], true)])
+        .unwrap();
+    assert_eq!((s.pos(0), s.pos(1)), (cap, 2));
+    assert_eq!(s.logits(0).len(), model.config().vocab_size);
+    assert!(matches!(
+        s.run(&[run(1, &[1], true), run(0, &[3], true)]),
+        Err(ModelError::ContextFull { .. })
+    ));
+    assert_eq!((s.pos(0), s.pos(1)), (cap, 2), "nothing ran");
 }
 
 #[test]

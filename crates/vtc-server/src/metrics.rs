@@ -55,6 +55,10 @@ pub struct Metrics {
     pub reused_tokens: AtomicU64,
     /// Tokens generated.
     pub completion_tokens: AtomicU64,
+    /// Engine steps that ran prompt tokens.
+    pub prefill_steps: AtomicU64,
+    /// Engine steps that ran prompt tokens beside other slots' decode tokens.
+    pub mixed_steps: AtomicU64,
     /// Slots running a request.
     pub active_slots: AtomicI64,
     /// Requests waiting for a slot.
@@ -116,6 +120,18 @@ impl Metrics {
             "vtc_completion_tokens_total",
             "Tokens generated.",
             ld(&self.completion_tokens),
+        );
+        counter(
+            &mut out,
+            "vtc_prefill_steps_total",
+            "Engine steps that ran prompt tokens.",
+            ld(&self.prefill_steps),
+        );
+        counter(
+            &mut out,
+            "vtc_mixed_steps_total",
+            "Engine steps that ran prompt tokens beside other requests' decode tokens.",
+            ld(&self.mixed_steps),
         );
         gauge(
             &mut out,

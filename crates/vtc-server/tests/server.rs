@@ -440,6 +440,58 @@ fn full_queue_gets_429_and_a_disconnect_frees_the_slot() {
     s.wait_metric("vtc_active_slots", |v| v == 0.0);
 }
 
+/// A long prompt that joins while another request decodes runs in chunks mixed into
+/// that request's decode steps (so its stream keeps moving), and both get the text
+/// and logprobs they get alone.
+#[test]
+fn a_joining_prompt_is_prefilled_in_chunks_beside_a_running_stream() {
+    let s = TestServer::start(options());
+    let long: String = (0..40)
+        .map(|i| format!("Sentence number {i} is about the weather in spring. "))
+        .collect();
+    let a_body = completion(
+        "1, 2, 3,",
+        json!({"max_tokens": 160, "temperature": 0, "ignore_eos": true, "logprobs": 0}),
+    );
+    let b_body = completion(
+        &long,
+        json!({"max_tokens": 8, "temperature": 0, "logprobs": 0}),
+    );
+    let a_alone = completion_result(&s.post("/v1/completions", &a_body));
+    let b_resp = s.post("/v1/completions", &b_body);
+    let b_alone = completion_result(&b_resp);
+    let b_prompt = b_resp.json()["usage"]["prompt_tokens"].as_u64().unwrap() as f64;
+    assert!(b_prompt > 300.0, "{b_prompt}");
+    let mixed_before = s.metric("vtc_mixed_steps_total");
+
+    let addr = s.addr;
+    let a = std::thread::spawn(move || {
+        let r = request(
+            addr,
+            "POST",
+            "/v1/completions",
+            &[],
+            a_body.to_string().as_bytes(),
+        );
+        completion_result(&r)
+    });
+    // B joins once A is decoding.
+    let started = s.metric("vtc_completion_tokens_total");
+    s.wait_metric("vtc_completion_tokens_total", |v| v >= started + 4.0);
+    // A took back slot 0 (where B ran alone, after A), so B lands in the empty slot 1
+    // and its whole prompt is prefilled, beside A's decoding.
+    let b_among = completion_result(&s.post("/v1/completions", &b_body));
+    let a_among = a.join().unwrap();
+    assert_eq!(a_among, a_alone);
+    assert_eq!(b_among, b_alone);
+    let mixed = s.metric("vtc_mixed_steps_total") - mixed_before;
+    // B's prompt needed at least prompt / 32 steps; all but the last few ran beside A.
+    assert!(
+        mixed >= (b_prompt / 32.0).floor() - 1.0,
+        "{mixed} mixed steps for a prompt of {b_prompt}"
+    );
+}
+
 /// A request's text and logprobs are the same bits alone and among 7 others.
 #[test]
 fn batch_invariance_alone_and_among_seven_others() {

@@ -1,11 +1,14 @@
 //! The engine: one OS thread that owns the model, the backend and the slots.
 //!
 //! Requests ([`Job`]) arrive through a bounded channel (full: the HTTP layer answers
-//! 429). Each loop iteration admits queued jobs into free slots (prefilling their
-//! prompts, reusing a free slot's cache when the prompt starts with what it holds),
-//! then runs ONE decode step for all active slots together, samples each slot's next
-//! token with its own [`Sampler`], and sends the text over the job's channel. A job
-//! whose receiver is gone (the client disconnected) leaves its slot at the next step.
+//! 429). Each loop iteration admits queued jobs into free slots (reusing a free slot's
+//! cache when the prompt starts with what it holds), then runs ONE pass for all active
+//! slots together: the next token of every decoding slot, and the next chunk of every
+//! joining slot's prompt (up to [`PREFILL_PER_STEP`] tokens while others decode, so a
+//! long prompt does not stall their streams; the whole pass's room when none does).
+//! Each slot's next token is sampled with its own [`Sampler`] and its text sent over
+//! the job's channel. A job whose receiver is gone (the client disconnected) leaves its
+//! slot at the next step.
 
 pub mod runner;
 pub mod stop;
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 use vtc_model::tokenizer::{StreamDecoder, Tokenizer};
-use vtc_model::{Sampler, SamplerConfig};
+use vtc_model::{Run, Sampler, SamplerConfig};
 
 use crate::metrics::Metrics;
 use runner::Runner;
@@ -102,9 +105,16 @@ pub struct Job {
     pub queued: Instant,
 }
 
+/// Prompt tokens a step runs for the joining slots while other slots are decoding:
+/// their next token waits for the pass, so a prompt of hundreds of tokens is spread
+/// over several steps instead of stalling every stream for its whole prefill.
+pub const PREFILL_PER_STEP: usize = 32;
+
 /// A slot's running job.
 struct Active {
     job: Job,
+    /// Prompt tokens in the slot's cache; the job decodes once all are.
+    fed: usize,
     sampler: Sampler,
     decoder: StreamDecoder,
     stop: StopBuffer,
@@ -140,7 +150,7 @@ pub fn run<R: Runner>(
         })
         .collect();
     let mut closed = false;
-    let mut rows: Vec<(usize, u32)> = Vec::new();
+    let mut steps: Vec<Step> = Vec::new();
     loop {
         if cut.load(Ordering::Relaxed) {
             for s in &mut slots {
@@ -188,48 +198,89 @@ pub fn run<R: Runner>(
             if job.events.is_closed() {
                 continue;
             }
-            admit(&mut runner, tokenizer, &mut slots, job, &metrics);
+            admit(&mut runner, &mut slots, job, &metrics);
         }
         metrics.active_slots.store(
             slots.iter().filter(|s| s.active.is_some()).count() as i64,
             Ordering::Relaxed,
         );
-        rows.clear();
-        for (i, s) in slots.iter_mut().enumerate() {
+        for s in slots.iter_mut() {
             if let Some(a) = &s.active
                 && a.job.events.is_closed()
             {
                 // The client went away: free the slot.
                 s.active = None;
             }
-            if let Some(a) = &s.active {
-                rows.push((i, a.next));
-            }
         }
-        if rows.is_empty() {
+        plan(&slots, runner.capacity(), &mut steps);
+        if steps.is_empty() {
             if closed {
                 return;
             }
             continue;
         }
-        if let Err(e) = runner.step(&rows) {
-            for &(i, _) in &rows {
-                if let Some(a) = slots[i].active.take() {
+        let runs: Vec<Run<'_>> = steps
+            .iter()
+            .map(|st| {
+                let a = slots[st.slot]
+                    .active
+                    .as_ref()
+                    .expect("planned slots are active");
+                match st.prompt {
+                    Some(n) => Run {
+                        slot: st.slot,
+                        tokens: &a.job.prompt[a.fed..a.fed + n],
+                        logits: a.fed + n == a.job.prompt.len(),
+                    },
+                    None => Run {
+                        slot: st.slot,
+                        tokens: std::slice::from_ref(&a.next),
+                        logits: true,
+                    },
+                }
+            })
+            .collect();
+        let ran = runner.run(&runs);
+        drop(runs);
+        if let Err(e) = ran {
+            for st in &steps {
+                if let Some(a) = slots[st.slot].active.take() {
                     let _ = a.job.events.send(Event::Error(e.to_string()));
                 }
-                slots[i].cached.clear();
-                runner.truncate(i, 0);
+                slots[st.slot].cached.clear();
+                runner.truncate(st.slot, 0);
             }
             continue;
         }
-        for (row, &(i, tok)) in rows.iter().enumerate() {
-            let slot = &mut slots[i];
-            slot.cached.push(tok);
-            let logits = runner.logits(row);
-            let full = runner.pos(i) >= runner.max_seq();
-            if let Some(a) = slot.active.take() {
-                slot.active = advance(a, logits, tokenizer, full, &metrics);
+        if steps.iter().any(|st| st.prompt.is_some()) {
+            metrics.prefill_steps.fetch_add(1, Ordering::Relaxed);
+            if steps.iter().any(|st| st.prompt.is_none()) {
+                metrics.mixed_steps.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        let mut out = 0;
+        for st in &steps {
+            let slot = &mut slots[st.slot];
+            let Some(mut a) = slot.active.take() else {
+                continue;
+            };
+            match st.prompt {
+                Some(n) => {
+                    slot.cached
+                        .extend_from_slice(&a.job.prompt[a.fed..a.fed + n]);
+                    a.fed += n;
+                    if a.fed < a.job.prompt.len() {
+                        slot.active = Some(a);
+                        continue;
+                    }
+                    metrics.ttft.observe(a.job.queued.elapsed().as_secs_f64());
+                }
+                None => slot.cached.push(a.next),
+            }
+            let logits = runner.logits(out);
+            out += 1;
+            let full = runner.pos(st.slot) >= runner.max_seq();
+            slot.active = advance(a, logits, tokenizer, full, &metrics);
         }
         metrics.active_slots.store(
             slots.iter().filter(|s| s.active.is_some()).count() as i64,
@@ -238,15 +289,53 @@ pub fn run<R: Runner>(
     }
 }
 
-/// Put `job` into the free slot whose cache shares the longest prefix with its prompt,
-/// prefill the rest, and sample its first token.
-fn admit<R: Runner>(
-    runner: &mut R,
-    tokenizer: &Tokenizer,
-    slots: &mut [Slot],
-    job: Job,
-    metrics: &Metrics,
-) {
+/// One slot's part of a step: its next token (`prompt: None`) or the next `n` tokens
+/// of its prompt.
+struct Step {
+    slot: usize,
+    prompt: Option<usize>,
+}
+
+/// The runs of the next step, in slot order: every decoding slot's next token, then
+/// as much of the joining slots' prompts (in slot order) as the pass has room for, at
+/// most [`PREFILL_PER_STEP`] tokens when some slot decodes.
+fn plan(slots: &[Slot], capacity: usize, steps: &mut Vec<Step>) {
+    steps.clear();
+    let active = || {
+        slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, s.active.as_ref()?)))
+    };
+    let decoding = active()
+        .filter(|(_, a)| a.fed == a.job.prompt.len())
+        .count();
+    let mut room = if decoding > 0 {
+        PREFILL_PER_STEP.min(capacity - decoding)
+    } else {
+        capacity
+    };
+    for (i, a) in active() {
+        let left = a.job.prompt.len() - a.fed;
+        if left == 0 {
+            steps.push(Step {
+                slot: i,
+                prompt: None,
+            });
+        } else if room > 0 {
+            let n = left.min(room);
+            room -= n;
+            steps.push(Step {
+                slot: i,
+                prompt: Some(n),
+            });
+        }
+    }
+}
+
+/// Put `job` into the free slot whose cache shares the longest prefix with its prompt;
+/// the rest of the prompt runs in the next steps.
+fn admit<R: Runner>(runner: &mut R, slots: &mut [Slot], job: Job, metrics: &Metrics) {
     let prompt = &job.prompt;
     let Some((i, common)) = slots
         .iter()
@@ -262,36 +351,24 @@ fn admit<R: Runner>(
     runner.truncate(i, keep);
     let slot = &mut slots[i];
     slot.cached.truncate(keep);
-    let full = prompt.len() >= runner.max_seq();
     metrics
         .prompt_tokens
         .fetch_add(prompt.len() as u64, Ordering::Relaxed);
     metrics
         .reused_tokens
         .fetch_add(keep as u64, Ordering::Relaxed);
-    let logits = match runner.prefill(i, &prompt[keep..]) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = job.events.send(Event::Error(e.to_string()));
-            slot.cached.clear();
-            runner.truncate(i, 0);
-            return;
-        }
-    };
-    slot.cached.extend_from_slice(&prompt[keep..]);
-    metrics.ttft.observe(job.queued.elapsed().as_secs_f64());
-    let stop = StopBuffer::new(job.stop.clone());
-    let a = Active {
+    // The rest of the prompt runs in the next steps' passes ([`plan`]).
+    slot.active = Some(Active {
+        fed: keep,
         sampler: Sampler::new(job.sampler),
         decoder: StreamDecoder::new(),
-        stop,
+        stop: StopBuffer::new(job.stop.clone()),
         generated: 0,
         next: 0,
         lps: Vec::new(),
         last_token: Instant::now(),
         job,
-    };
-    slot.active = advance(a, logits, tokenizer, full, metrics);
+    });
 }
 
 /// Sample the next token of `a` from `logits` and send what it completes; `None` when
