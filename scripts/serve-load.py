@@ -5,9 +5,15 @@ For each concurrency level N (default 1, 4, 8) it runs N client threads; each se
 --rounds streaming /v1/completions requests of --tokens tokens (greedy, ignore_eos, a
 different short prompt per stream) one after another, and stops early past --max-seconds.
 One JSON line per level: aggregate generated tokens/s over the level's wall time, time to
-first token p50/p99 and inter-token latency p50/p99 (ms, over all requests' chunks).
+first token p50/p99 and inter-token latency p50/p99/max (ms, over all requests' chunks).
+
+With --join-every S, one more client sends a long prompt (--join-words words, about 1.3
+tokens each) with max_tokens 1 every S seconds while the streams run: what a joining
+conversation costs the running streams shows in their inter-token p99 and max, and the
+joiners' own time to first token is reported as join_ttft_ms_p50/max.
 
   python3 scripts/serve-load.py --url http://127.0.0.1:8080 --label vtc
+  python3 scripts/serve-load.py --streams 3 --rounds 1 --tokens 256 --join-every 0.5
 Standard library only.
 """
 
@@ -38,6 +44,10 @@ def pct(xs, p):
     xs = sorted(xs)
     k = min(len(xs) - 1, max(0, round(p / 100 * (len(xs) - 1))))
     return xs[k]
+
+
+LONG_WORDS = ("the keeper of the lighthouse wrote in his log every evening about the "
+              "weather the ships and the birds that rested on the rocks ").split()
 
 
 def one_request(host, port, prompt, tokens, api_key):
@@ -76,7 +86,7 @@ def one_request(host, port, prompt, tokens, api_key):
     return n_tokens, ttft, itl
 
 
-def level(url, n, rounds, tokens, max_seconds, api_key):
+def level(url, n, rounds, tokens, max_seconds, api_key, join_every=None, join_words=300):
     u = urllib.parse.urlparse(url)
     if u.hostname not in ("127.0.0.1", "localhost", "::1"):
         sys.exit("serve-load: loopback URLs only")
@@ -97,13 +107,39 @@ def level(url, n, rounds, tokens, max_seconds, api_key):
             with lock:
                 results.append(res)
 
+    joins, running = [], [True]
+
+    def joiner():
+        k = 0
+        while running[0]:
+            time.sleep(join_every)
+            if not running[0]:
+                return
+            words = [LONG_WORDS[(k + i) % len(LONG_WORDS)] for i in range(join_words)]
+            prompt = f"Log {k}: " + " ".join(words)
+            k += 1
+            try:
+                res = one_request(u.hostname, u.port or 80, prompt, 1, api_key)
+            except Exception as e:  # noqa: BLE001 - reported, not hidden
+                with lock:
+                    errors.append(str(e))
+                return
+            with lock:
+                joins.append(res)
+
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
+    j = threading.Thread(target=joiner) if join_every else None
+    if j:
+        j.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    running[0] = False
+    if j:
+        j.join()
     total = sum(r[0] for r in results)
     ttfts = [r[1] for r in results if r[1] is not None]
     itls = [x for r in results for x in r[2]]
@@ -115,6 +151,11 @@ def level(url, n, rounds, tokens, max_seconds, api_key):
         "ttft_ms_p50": ms(pct(ttfts, 50)), "ttft_ms_p99": ms(pct(ttfts, 99)),
         "itl_ms_p50": ms(pct(itls, 50)), "itl_ms_p99": ms(pct(itls, 99)),
         "itl_ms_mean": ms(statistics.fmean(itls)) if itls else None,
+        "itl_ms_max": ms(max(itls)) if itls else None,
+        **({"joins": len(joins),
+            "join_ttft_ms_p50": ms(pct([r[1] for r in joins if r[1]], 50)),
+            "join_ttft_ms_max": ms(max((r[1] for r in joins if r[1]), default=None))}
+           if join_every else {}),
         "first_error": errors[0] if errors else None,
     }
 
@@ -128,9 +169,12 @@ def main():
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--max-seconds", type=float, default=120, help="per level")
     ap.add_argument("--api-key")
+    ap.add_argument("--join-every", type=float, help="seconds between long-prompt joins")
+    ap.add_argument("--join-words", type=int, default=300)
     args = ap.parse_args()
     for n in [int(x) for x in args.streams.split(",")]:
-        row = level(args.url, n, args.rounds, args.tokens, args.max_seconds, args.api_key)
+        row = level(args.url, n, args.rounds, args.tokens, args.max_seconds, args.api_key,
+                    args.join_every, args.join_words)
         row = {"label": args.label, **row}
         print(json.dumps(row), flush=True)
 

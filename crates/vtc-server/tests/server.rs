@@ -440,6 +440,38 @@ fn full_queue_gets_429_and_a_disconnect_frees_the_slot() {
     s.wait_metric("vtc_active_slots", |v| v == 0.0);
 }
 
+/// A non-streaming client that disconnects before its reply frees its slot too: the
+/// engine stops generating for it long before its max_tokens.
+#[test]
+fn a_non_streaming_disconnect_frees_the_slot() {
+    let mut o = options();
+    o.slots = 1;
+    let s = TestServer::start(o);
+    let before = s.metric("vtc_completion_tokens_total");
+    let body = completion(
+        "1, 2, 3,",
+        json!({"max_tokens": 480, "ignore_eos": true, "temperature": 0}),
+    )
+    .to_string();
+    let mut sock = std::net::TcpStream::connect(s.addr).unwrap();
+    use std::io::Write;
+    write!(
+        sock,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s.wait_metric("vtc_completion_tokens_total", |v| v >= before + 8.0);
+    drop(sock);
+    s.wait_metric("vtc_active_slots", |v| v == 0.0);
+    let generated = s.metric("vtc_completion_tokens_total") - before;
+    assert!(
+        generated < 400.0,
+        "{generated} tokens generated for a gone client"
+    );
+}
+
 /// A long prompt that joins while another request decodes runs in chunks mixed into
 /// that request's decode steps (so its stream keeps moving), and both get the text
 /// and logprobs they get alone.
