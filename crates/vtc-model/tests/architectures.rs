@@ -171,7 +171,7 @@ fn check(gguf: &str, reference: &str, arch: Arch, flags: u32) {
 }
 
 #[test]
-fn qwen2_biases_match_llama_cpp() {
+fn synthetic_qwen2_biases_match_llama_cpp() {
     check(
         "qwen2-tiny.gguf",
         "qwen2-tiny-llamacpp.json",
@@ -181,7 +181,7 @@ fn qwen2_biases_match_llama_cpp() {
 }
 
 #[test]
-fn qwen3_qk_norm_match_llama_cpp() {
+fn synthetic_qwen3_qk_norm_match_llama_cpp() {
     check(
         "qwen3-tiny.gguf",
         "qwen3-tiny-llamacpp.json",
@@ -191,7 +191,7 @@ fn qwen3_qk_norm_match_llama_cpp() {
 }
 
 #[test]
-fn llama3_rope_frequency_divisors_match_llama_cpp() {
+fn synthetic_llama3_rope_frequency_divisors_match_llama_cpp() {
     check(
         "llama3-tiny.gguf",
         "llama3-tiny-llamacpp.json",
@@ -203,7 +203,7 @@ fn llama3_rope_frequency_divisors_match_llama_cpp() {
 /// The divisors stored in the file are Llama 3's recipe applied to the parameters the
 /// script recorded (`vtc.llama3.*`), as the spec (section 4) defines it.
 #[test]
-fn llama3_divisors_follow_the_spec_recipe() {
+fn synthetic_llama3_divisors_follow_the_spec_recipe() {
     let g = vtc_import::GgufFile::open(data("llama3-tiny.gguf")).unwrap();
     let num = |k: &str| {
         let v = g.get(k).unwrap_or_else(|| panic!("{k}"));
