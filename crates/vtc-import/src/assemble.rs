@@ -13,7 +13,8 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use tvl_format::{ModelConfig, TensorData, TvlWriter, arch, names};
 
-use crate::convert::{Conversion, ConvertOptions, ImportError, MatrixSource, add_matrix};
+use crate::convert::{Conversion, ConvertOptions, MatrixSource, add_matrix};
+use crate::error::ImportError;
 
 /// The values of one logical tensor, row-major.
 pub(crate) enum Values {

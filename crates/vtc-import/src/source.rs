@@ -9,9 +9,8 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::convert::{
-    Conversion, ConvertOptions, ConvertReport, ImportError, convert_file, write_atomically,
-};
+use crate::convert::{Conversion, ConvertOptions, ConvertReport, convert_file, write_atomically};
+use crate::error::ImportError;
 
 /// The kinds of model input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,9 +14,9 @@ use tvl_format::{
 };
 
 use crate::convert::{
-    ARCH_LLAMA, ConvertOptions, ConvertReport, ImportError, MatrixSource, OutDType, add_matrix,
-    write_atomically,
+    ARCH_LLAMA, ConvertOptions, ConvertReport, MatrixSource, OutDType, add_matrix, write_atomically,
 };
+use crate::error::ImportError;
 
 /// Shape and contents of a synthetic model.
 #[derive(Clone, Copy, Debug, PartialEq)]
