@@ -26,6 +26,7 @@ use tvl_format::{
 
 use crate::dequant;
 pub use crate::error::ImportError;
+use crate::error::check_config;
 use crate::gguf::{Array, GgmlType, GgufFile, TensorInfo, Value};
 
 /// [`ModelConfig::arch`] of a Llama model.
@@ -539,7 +540,14 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
     let n_kv_heads = key_u32(g, &key("attention.head_count_kv"))?.unwrap_or(n_heads);
     let context_len = req_u32(g, &key("context_length"))?;
     let rope_dims = key_u32(g, &key("rope.dimension_count"))?;
-    let head_dim = match (key_u32(g, &key("attention.key_length"))?, rope_dims) {
+    let key_length = key_u32(g, &key("attention.key_length"))?;
+    // Where the head size comes from, for the messages of the config check.
+    let head_from = match (key_length, rope_dims) {
+        (Some(_), _) => key("attention.key_length"),
+        (None, Some(_)) => key("rope.dimension_count"),
+        (None, None) => format!("the head size {name}.embedding_length / attention.head_count"),
+    };
+    let head_dim = match (key_length, rope_dims) {
         (Some(h), _) | (None, Some(h)) => h,
         (None, None) if n_heads > 0 && dim % n_heads == 0 => dim / n_heads,
         (None, None) => {
@@ -565,6 +573,10 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
         });
     }
     let tokens = tokens(g)?;
+    let vocab_from = match key_u32(g, &key("vocab_size"))? {
+        Some(_) => key("vocab_size"),
+        None => "the vocabulary size (tokenizer.ggml.tokens, or token_embd.weight's rows)".into(),
+    };
     let vocab_size = match key_u32(g, &key("vocab_size"))? {
         Some(v) => v,
         None => match (tokens, g.tensor("token_embd.weight")) {
@@ -585,40 +597,6 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
     let rope_theta = key_f32(g, &key("rope.freq_base"))?.unwrap_or(10000.0);
     let rms_eps = key_f32(g, &key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
 
-    for (what, v) in [
-        ("embedding_length", dim),
-        ("feed_forward_length", hidden_dim),
-        ("block_count", n_layers),
-        ("attention.head_count", n_heads),
-        ("attention.head_count_kv", n_kv_heads),
-        ("head dimension", head_dim),
-        ("vocabulary size", vocab_size),
-        ("context_length", context_len),
-    ] {
-        if v == 0 {
-            return Err(invalid(format!("{what} is 0")));
-        }
-    }
-    if n_heads % n_kv_heads != 0 {
-        return Err(invalid(format!(
-            "head_count {n_heads} is not a multiple of head_count_kv {n_kv_heads}"
-        )));
-    }
-    if head_dim % 2 != 0 {
-        return Err(invalid(format!("head dimension {head_dim} is odd")));
-    }
-    if !(rope_theta.is_finite() && rope_theta > 0.0) {
-        return Err(invalid(format!(
-            "rope.freq_base {rope_theta} is not positive"
-        )));
-    }
-    // > 0, as the model requires: RMSNorm of a zero vector divides by sqrt(eps).
-    if !(rms_eps.is_finite() && rms_eps > 0.0) {
-        return Err(invalid(format!(
-            "layer_norm_rms_epsilon {rms_eps} is not a positive number"
-        )));
-    }
-
     let base = ModelConfig {
         arch: arch as u32,
         dim,
@@ -633,7 +611,7 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
         rms_eps,
         rope_style: RopeStyle::HalfSplit as u32,
         tied_output: u32::from(g.tensor("output.weight").is_none()),
-        ..tokenizer_config(g, vocab_size)?
+        ..ModelConfig::default()
     };
     let config = match arch {
         // llama.cpp's "normal" RoPE: its converter permuted the q/k rows for it.
@@ -656,8 +634,34 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
         },
         Arch::Gemma3 => gemma3(g, base)?,
     };
-    config.validate()?;
-    Ok(config)
+    check_config(&config, |field| {
+        Some(match field {
+            "dim" => key("embedding_length"),
+            "hidden_dim" => key("feed_forward_length"),
+            "n_layers" => key("block_count"),
+            "n_heads" => key("attention.head_count"),
+            "n_kv_heads" => key("attention.head_count_kv"),
+            "head_dim" => head_from.clone(),
+            "vocab_size" => vocab_from.clone(),
+            "context_len" => key("context_length"),
+            "rope_theta" => key("rope.freq_base"),
+            "rms_eps" => key("attention.layer_norm_rms_epsilon"),
+            _ => return None,
+        })
+    })?;
+    // The tokenizer fields, checked against the vocabulary once its size is known good.
+    let t = tokenizer_config(g, vocab_size)?;
+    Ok(ModelConfig {
+        bos_id: t.bos_id,
+        eos_id: t.eos_id,
+        eot_id: t.eot_id,
+        add_bos: t.add_bos,
+        tokenizer: t.tokenizer,
+        pretokenizer: t.pretokenizer,
+        unk_id: t.unk_id,
+        tokenizer_flags: t.tokenizer_flags,
+        ..config
+    })
 }
 
 /// What Gemma 3 adds, as llama.cpp's `gemma3` graph runs it: QK-norm, post-norms and

@@ -153,6 +153,23 @@ pub enum ImportError {
     },
 }
 
+/// [`ModelConfig::validate`](tvl_format::ModelConfig::validate), the one check of a
+/// configuration, on a config an importer built from its source; a failure is told in
+/// the source's terms: `source(field)` names the key (or the derivation) the TVL field
+/// came from, and a field the source does not set (`None`) is reported as
+/// [`ImportError::Config`].
+pub(crate) fn check_config(
+    c: &tvl_format::ModelConfig,
+    source: impl Fn(&'static str) -> Option<String>,
+) -> Result<(), ImportError> {
+    c.validate().map_err(|e| match source(e.field) {
+        Some(key) => ImportError::InvalidConfig {
+            reason: format!("{key} = {}: {} (TVL {})", e.value, e.why, e.field),
+        },
+        None => ImportError::Config(e),
+    })
+}
+
 /// Errors of reading a Hugging Face model directory.
 #[derive(Debug, thiserror::Error)]
 pub enum HfError {

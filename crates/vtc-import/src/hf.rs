@@ -39,7 +39,7 @@ pub use crate::assemble::interleaved_to_half_split;
 use crate::assemble::{Tables, Values, assemble, half_split_to_interleaved};
 use crate::convert::{ARCH_LLAMA, Conversion, ConvertOptions, EOT_CANDIDATES};
 pub use crate::error::HfError;
-use crate::error::ImportError;
+use crate::error::{ImportError, check_config};
 
 // ---------------------------------------------------------------------------------
 // JSON helpers.
@@ -201,26 +201,13 @@ fn model_config(doc: &Doc<'_>) -> Result<ModelConfig, ImportError> {
     let context_len = doc.u32("max_position_embeddings")?;
     let rope_theta = doc.f32_opt("rope_theta")?.unwrap_or(10000.0);
     let rms_eps = doc.f32_opt("rms_norm_eps")?.unwrap_or(1e-6);
-    let invalid = |reason: String| ImportError::InvalidConfig { reason };
-    for (what, v) in [
-        ("hidden_size", dim),
-        ("intermediate_size", hidden_dim),
-        ("num_hidden_layers", n_layers),
-        ("num_attention_heads", n_heads),
-        ("num_key_value_heads", n_kv_heads),
-        ("vocab_size", vocab_size),
-        ("max_position_embeddings", context_len),
-    ] {
-        if v == 0 || v > 1 << 20 {
-            return Err(invalid(format!("{what} = {v} is not in 1..=2^20")));
-        }
+    // Sizes out of range (0 heads, a width beyond 2^20) are the config check's to report.
+    if n_heads != 0 && dim <= tvl_format::MAX_DIM && !dim.is_multiple_of(n_heads) {
+        return Err(ImportError::InvalidConfig {
+            reason: format!("hidden_size {dim} is not a multiple of num_attention_heads {n_heads}"),
+        });
     }
-    if !dim.is_multiple_of(n_heads) || !(dim / n_heads).is_multiple_of(2) {
-        return Err(invalid(format!(
-            "hidden_size {dim} is not {n_heads} heads of an even dimension"
-        )));
-    }
-    let head_dim = dim / n_heads;
+    let head_dim = dim.checked_div(n_heads).unwrap_or(0);
     if let Some(hd) = doc.u32_opt("head_dim")?
         && hd != head_dim
     {
@@ -228,17 +215,6 @@ fn model_config(doc: &Doc<'_>) -> Result<ModelConfig, ImportError> {
             what: "head_dim other than hidden_size / num_attention_heads",
             value: hd.to_string(),
         });
-    }
-    if !n_heads.is_multiple_of(n_kv_heads) {
-        return Err(invalid(format!(
-            "num_key_value_heads {n_kv_heads} does not divide num_attention_heads {n_heads}"
-        )));
-    }
-    let positive = |x: f32| x.is_finite() && x > 0.0;
-    if !positive(rope_theta) || !positive(rms_eps) {
-        return Err(invalid(format!(
-            "rope_theta {rope_theta} and rms_norm_eps {rms_eps} must be positive"
-        )));
     }
     let config = ModelConfig {
         arch: ARCH_LLAMA,
@@ -263,7 +239,24 @@ fn model_config(doc: &Doc<'_>) -> Result<ModelConfig, ImportError> {
         unk_id: NONE_ID,
         ..ModelConfig::default()
     };
-    config.validate()?;
+    check_config(&config, |field| {
+        Some(
+            match field {
+                "dim" => "hidden_size",
+                "hidden_dim" => "intermediate_size",
+                "n_layers" => "num_hidden_layers",
+                "n_heads" => "num_attention_heads",
+                "n_kv_heads" => "num_key_value_heads",
+                "head_dim" => "the head size hidden_size / num_attention_heads",
+                "vocab_size" => "vocab_size",
+                "context_len" => "max_position_embeddings",
+                "rope_theta" => "rope_theta",
+                "rms_eps" => "rms_norm_eps",
+                _ => return None,
+            }
+            .to_string(),
+        )
+    })?;
     Ok(config)
 }
 
