@@ -2,7 +2,8 @@
 //!
 //! [`Backend`] is the narrow seam between the transformer graph and the hardware: every
 //! operation the forward pass needs, over plain `f32` slices and over weight matrices
-//! in the TVL row-tiled layout ([`Matrix`]). [`Scalar`] is the reference that every
+//! in a TVL layout ([`Matrix`]: a row-tiled [`FloatMatrix`] or a block-tiled
+//! [`QuantMatrix`], each with its own geometry). [`Scalar`] is the reference that every
 //! other backend is tested against. A backend is a value chosen once at start-up
 //! ([`select`], [`detect`]); the hot loops inside a backend contain no dispatch.
 //!
@@ -56,7 +57,7 @@ mod scalar;
 mod simd;
 mod threaded;
 
-pub use matrix::{Geometry, Matrix, QuantSlice, WeightSlice};
+pub use matrix::{FloatMatrix, FloatSlice, Matrix, QuantMatrix, QuantSlice, WeightSlice};
 pub use quant::Q8Vec;
 pub use scalar::Scalar;
 pub use threaded::Threaded;

@@ -1,5 +1,8 @@
-//! Weight matrices as kernels see them: borrowed slices in a TVL layout (row-tiled
-//! floats or block-tiled quants) plus their geometry.
+//! Weight matrices as kernels see them: borrowed slices in a TVL layout plus their
+//! geometry, paired by type. A [`Matrix`] is either a [`FloatMatrix`] (row-tiled
+//! `F32`/`F16` data with a [`TileGeometry`]) or a [`QuantMatrix`] (the quant and scale
+//! regions of a block type with a [`BlockGeometry`]); no other pairing can be built,
+//! and the constructors check that the data has exactly the size its geometry implies.
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -7,7 +10,8 @@ use tvl_format::{BlockGeometry, DType, TileGeometry};
 
 use crate::KernelError;
 
-/// Borrowed weights of one dtype.
+/// Borrowed weights of one dtype: the input of [`Matrix::new`], and what
+/// [`Matrix::data`] gives back.
 #[derive(Clone, Copy, Debug)]
 pub enum WeightSlice<'a> {
     /// f32 weights (row-tiled).
@@ -18,7 +22,17 @@ pub enum WeightSlice<'a> {
     Quant(QuantSlice<'a>),
 }
 
-/// The two regions of a block-tiled matrix (see [`BlockGeometry`]).
+/// Borrowed float weights (row-tiled), the data of a [`FloatMatrix`].
+#[derive(Clone, Copy, Debug)]
+pub enum FloatSlice<'a> {
+    /// f32 weights.
+    F32(&'a [f32]),
+    /// f16 weights, widened to f32 in registers.
+    F16(&'a [f16]),
+}
+
+/// The two regions of a block-tiled matrix (see [`BlockGeometry`]), the data of a
+/// [`QuantMatrix`].
 #[derive(Clone, Copy, Debug)]
 pub struct QuantSlice<'a> {
     /// A block type.
@@ -50,29 +64,67 @@ impl WeightSlice<'_> {
     }
 }
 
-/// Where a matrix's weights are: row-tiled floats or block-tiled quants.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Geometry {
-    /// `F32`/`F16` in the row-tiled layout.
-    Tiled(TileGeometry),
-    /// `Q8_0`/`Q4_0`/`Q4_1` in the block-tiled layout.
-    Blocked(BlockGeometry),
+impl FloatSlice<'_> {
+    /// The dtype of the weights (`F32` or `F16`).
+    pub fn dtype(&self) -> DType {
+        match self {
+            Self::F32(_) => DType::F32,
+            Self::F16(_) => DType::F16,
+        }
+    }
+
+    /// Elements of weight data.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::F32(s) => s.len(),
+            Self::F16(s) => s.len(),
+        }
+    }
+
+    /// Whether there is no weight data.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of weight data.
+    pub fn nbytes(&self) -> usize {
+        match self {
+            Self::F32(s) => s.len() * 4,
+            Self::F16(s) => s.len() * 2,
+        }
+    }
 }
 
 /// A `rows x cols` weight matrix in a TVL layout, borrowed (typically from a
 /// memory-mapped TVL file). `y = W x` reads its data once, front to back.
 #[derive(Clone, Copy, Debug)]
-pub struct Matrix<'a> {
-    data: WeightSlice<'a>,
-    geom: Geometry,
+pub enum Matrix<'a> {
+    /// `F32`/`F16` in the row-tiled layout.
+    Float(FloatMatrix<'a>),
+    /// A block type in the block-tiled layout.
+    Quant(QuantMatrix<'a>),
 }
 
-impl<'a> Matrix<'a> {
+/// A row-tiled `F32`/`F16` matrix: data of exactly the size of its geometry.
+#[derive(Clone, Copy, Debug)]
+pub struct FloatMatrix<'a> {
+    data: FloatSlice<'a>,
+    geom: TileGeometry,
+}
+
+/// A block-tiled matrix: quant and scale regions of exactly the sizes of its
+/// geometry.
+#[derive(Clone, Copy, Debug)]
+pub struct QuantMatrix<'a> {
+    data: QuantSlice<'a>,
+    geom: BlockGeometry,
+}
+
+impl<'a> FloatMatrix<'a> {
     /// A matrix over `data`, which must hold exactly the tiled, padded weights of a
-    /// `rows x cols` matrix with `tile_rows` rows per tile (for quantized weights: the
-    /// quant region without its alignment padding, and the scale region).
+    /// `rows x cols` matrix with `tile_rows` rows per tile.
     pub fn new(
-        data: WeightSlice<'a>,
+        data: FloatSlice<'a>,
         rows: usize,
         cols: usize,
         tile_rows: usize,
@@ -82,40 +134,97 @@ impl<'a> Matrix<'a> {
             cols,
             tile_rows,
         };
-        let (geom, want, got) = match data {
-            WeightSlice::F32(_) | WeightSlice::F16(_) => {
-                let g = TileGeometry::new(rows, cols, tile_rows, data.dtype()).ok_or(bad)?;
-                let want = g.total_elems().ok_or(KernelError::Geometry {
-                    rows,
-                    cols,
-                    tile_rows,
-                })?;
-                let got = match data {
-                    WeightSlice::F32(s) => s.len(),
-                    WeightSlice::F16(s) => s.len(),
-                    WeightSlice::Quant(_) => unreachable!(),
-                };
-                (Geometry::Tiled(g), want, got)
+        let geom = TileGeometry::new(rows, cols, tile_rows, data.dtype()).ok_or(bad)?;
+        let want = geom.total_elems().ok_or(KernelError::Geometry {
+            rows,
+            cols,
+            tile_rows,
+        })?;
+        let got = data.len();
+        if got != want {
+            return Err(KernelError::MatrixSize {
+                rows,
+                cols,
+                tile_rows,
+                want,
+                got,
+            });
+        }
+        Ok(Self { data, geom })
+    }
+
+    /// The weights.
+    pub fn data(&self) -> FloatSlice<'a> {
+        self.data
+    }
+
+    /// The layout geometry.
+    pub fn geometry(&self) -> &TileGeometry {
+        &self.geom
+    }
+
+    /// The sub-matrix of tiles `first..first + n` (clipped to the matrix).
+    pub fn tiles(&self, first: usize, n: usize) -> FloatMatrix<'a> {
+        let g = &self.geom;
+        let first = first.min(g.n_tiles());
+        let n = n.min(g.n_tiles() - first);
+        let te = g.tile_elems();
+        let range = first * te..(first + n) * te;
+        let data = match self.data {
+            FloatSlice::F32(s) => FloatSlice::F32(&s[range]),
+            FloatSlice::F16(s) => FloatSlice::F16(&s[range]),
+        };
+        FloatMatrix {
+            data,
+            geom: g.tiles(first, n),
+        }
+    }
+
+    /// Copy logical row `row` into `out` (widened to f32).
+    pub fn row_into(&self, row: usize, out: &mut [f32]) {
+        let g = &self.geom;
+        assert!(row < g.rows, "row {row} out of {} rows", g.rows);
+        assert_eq!(out.len(), g.cols);
+        let chunk = g.chunk;
+        for (k, dst) in out.chunks_mut(chunk).enumerate() {
+            let start = g.index(row, k * chunk);
+            match self.data {
+                FloatSlice::F32(s) => dst.copy_from_slice(&s[start..start + dst.len()]),
+                FloatSlice::F16(s) => s[start..start + dst.len()].convert_to_f32_slice(dst),
             }
-            WeightSlice::Quant(q) => {
-                let g = BlockGeometry::new(rows, cols, tile_rows, q.dtype).ok_or(bad)?;
-                let sizes = g.quant_bytes().zip(g.scales_len());
-                let Some((qb, ns)) = sizes else {
-                    return Err(KernelError::Geometry {
-                        rows,
-                        cols,
-                        tile_rows,
-                    });
-                };
-                // Count both regions in bytes: a mismatch in either is reported.
-                let want = qb + 2 * ns;
-                let got = if q.quants.len() == qb {
-                    q.quants.len() + 2 * q.scales.len()
-                } else {
-                    q.quants.len()
-                };
-                (Geometry::Blocked(g), want, got)
-            }
+        }
+    }
+}
+
+impl<'a> QuantMatrix<'a> {
+    /// A matrix over `data`: the quant region (without its alignment padding) and the
+    /// scale region of a `rows x cols` matrix with `tile_rows` rows per tile.
+    pub fn new(
+        data: QuantSlice<'a>,
+        rows: usize,
+        cols: usize,
+        tile_rows: usize,
+    ) -> Result<Self, KernelError> {
+        let bad = KernelError::Geometry {
+            rows,
+            cols,
+            tile_rows,
+        };
+        let geom = BlockGeometry::new(rows, cols, tile_rows, data.dtype).ok_or(bad)?;
+        let sizes = geom.quant_bytes().zip(geom.scales_len());
+        let Some((qb, ns)) = sizes else {
+            return Err(KernelError::Geometry {
+                rows,
+                cols,
+                tile_rows,
+            });
+        };
+        // Count both regions in bytes: a mismatch in either is reported.
+        let want = qb + 2 * ns;
+        let got = if data.quants.len() == qb {
+            data.quants.len() + 2 * data.scales.len()
+        } else {
+            data.quants.len()
         };
         if got != want {
             return Err(KernelError::MatrixSize {
@@ -129,27 +238,87 @@ impl<'a> Matrix<'a> {
         Ok(Self { data, geom })
     }
 
+    /// The weights (both regions).
+    pub fn data(&self) -> QuantSlice<'a> {
+        self.data
+    }
+
+    /// The layout geometry.
+    pub fn geometry(&self) -> &BlockGeometry {
+        &self.geom
+    }
+
+    /// The sub-matrix of tiles `first..first + n` (clipped to the matrix): a
+    /// contiguous piece of each region.
+    pub fn tiles(&self, first: usize, n: usize) -> QuantMatrix<'a> {
+        let (q, g) = (&self.data, &self.geom);
+        let first = first.min(g.n_tiles());
+        let n = n.min(g.n_tiles() - first);
+        let (tq, ts) = (g.tile_quant_bytes(), g.tile_scales());
+        QuantMatrix {
+            data: QuantSlice {
+                dtype: q.dtype,
+                quants: &q.quants[first * tq..(first + n) * tq],
+                scales: &q.scales[first * ts..(first + n) * ts],
+            },
+            geom: g.tiles(first, n),
+        }
+    }
+
+    /// Copy logical row `row` into `out` (dequantized to f32), block by block.
+    pub fn row_into(&self, row: usize, out: &mut [f32]) {
+        let g = &self.geom;
+        assert!(row < g.rows, "row {row} out of {} rows", g.rows);
+        assert_eq!(out.len(), g.cols);
+        for (b, dst) in out.chunks_exact_mut(g.block_elems()).enumerate() {
+            g.dequantize_at(self.data.quants, self.data.scales, row, b, dst);
+        }
+    }
+}
+
+impl<'a> Matrix<'a> {
+    /// A matrix over `data`, which must hold exactly the tiled, padded weights of a
+    /// `rows x cols` matrix with `tile_rows` rows per tile (for quantized weights: the
+    /// quant region without its alignment padding, and the scale region): a
+    /// [`FloatMatrix`] for float data, a [`QuantMatrix`] for quantized data.
+    pub fn new(
+        data: WeightSlice<'a>,
+        rows: usize,
+        cols: usize,
+        tile_rows: usize,
+    ) -> Result<Self, KernelError> {
+        Ok(match data {
+            WeightSlice::F32(s) => {
+                Self::Float(FloatMatrix::new(FloatSlice::F32(s), rows, cols, tile_rows)?)
+            }
+            WeightSlice::F16(s) => {
+                Self::Float(FloatMatrix::new(FloatSlice::F16(s), rows, cols, tile_rows)?)
+            }
+            WeightSlice::Quant(q) => Self::Quant(QuantMatrix::new(q, rows, cols, tile_rows)?),
+        })
+    }
+
     /// Logical rows (outputs).
     pub fn rows(&self) -> usize {
-        match &self.geom {
-            Geometry::Tiled(g) => g.rows,
-            Geometry::Blocked(g) => g.rows,
+        match self {
+            Self::Float(m) => m.geom.rows,
+            Self::Quant(m) => m.geom.rows,
         }
     }
 
     /// Logical columns (inputs).
     pub fn cols(&self) -> usize {
-        match &self.geom {
-            Geometry::Tiled(g) => g.cols,
-            Geometry::Blocked(g) => g.cols,
+        match self {
+            Self::Float(m) => m.geom.cols,
+            Self::Quant(m) => m.geom.cols,
         }
     }
 
     /// Rows per tile.
     pub fn tile_rows(&self) -> usize {
-        match &self.geom {
-            Geometry::Tiled(g) => g.tile_rows,
-            Geometry::Blocked(g) => g.tile_rows,
+        match self {
+            Self::Float(m) => m.geom.tile_rows,
+            Self::Quant(m) => m.geom.tile_rows,
         }
     }
 
@@ -158,92 +327,55 @@ impl<'a> Matrix<'a> {
         self.rows().div_ceil(self.tile_rows())
     }
 
-    /// The layout geometry.
-    pub fn geometry(&self) -> &Geometry {
-        &self.geom
-    }
-
     /// The weights.
     pub fn data(&self) -> WeightSlice<'a> {
-        self.data
+        match self {
+            Self::Float(m) => match m.data {
+                FloatSlice::F32(s) => WeightSlice::F32(s),
+                FloatSlice::F16(s) => WeightSlice::F16(s),
+            },
+            Self::Quant(m) => WeightSlice::Quant(m.data),
+        }
     }
 
     /// The weights' dtype.
     pub fn dtype(&self) -> DType {
-        self.data.dtype()
+        match self {
+            Self::Float(m) => m.data.dtype(),
+            Self::Quant(m) => m.data.dtype,
+        }
     }
 
     /// Whether the weights are block-quantized: products take
     /// [`Backend::matvec_q8`](crate::Backend::matvec_q8) with a quantized input.
     pub fn is_quantized(&self) -> bool {
-        matches!(self.data, WeightSlice::Quant(_))
+        matches!(self, Self::Quant(_))
     }
 
     /// Bytes of weights a product streams (row padding included).
     pub fn nbytes(&self) -> usize {
-        self.data.nbytes()
+        match self {
+            Self::Float(m) => m.data.nbytes(),
+            Self::Quant(m) => m.data.quants.len() + 2 * m.data.scales.len(),
+        }
     }
 
     /// The sub-matrix of tiles `first..first + n` (clipped to the matrix): a contiguous
     /// piece of the weights (of each region, for quantized ones), for splitting a
     /// product across threads.
     pub fn tiles(&self, first: usize, n: usize) -> Matrix<'a> {
-        let first = first.min(self.n_tiles());
-        let n = n.min(self.n_tiles() - first);
-        match (self.data, &self.geom) {
-            (WeightSlice::Quant(q), Geometry::Blocked(g)) => {
-                let (tq, ts) = (g.tile_quant_bytes(), g.tile_scales());
-                Matrix {
-                    data: WeightSlice::Quant(QuantSlice {
-                        dtype: q.dtype,
-                        quants: &q.quants[first * tq..(first + n) * tq],
-                        scales: &q.scales[first * ts..(first + n) * ts],
-                    }),
-                    geom: Geometry::Blocked(g.tiles(first, n)),
-                }
-            }
-            (data, Geometry::Tiled(g)) => {
-                let te = g.tile_elems();
-                let range = first * te..(first + n) * te;
-                let data = match data {
-                    WeightSlice::F32(s) => WeightSlice::F32(&s[range]),
-                    WeightSlice::F16(s) => WeightSlice::F16(&s[range]),
-                    WeightSlice::Quant(_) => unreachable!("quantized data has a block geometry"),
-                };
-                Matrix {
-                    data,
-                    geom: Geometry::Tiled(g.tiles(first, n)),
-                }
-            }
-            (_, Geometry::Blocked(_)) => unreachable!("float data has a tile geometry"),
+        match self {
+            Self::Float(m) => Self::Float(m.tiles(first, n)),
+            Self::Quant(m) => Self::Quant(m.tiles(first, n)),
         }
     }
 
     /// Copy logical row `row` into `out` (widened or dequantized to f32): the
     /// embedding lookup. Each 128-byte chunk (or block) of a row is read whole.
     pub fn row_into(&self, row: usize, out: &mut [f32]) {
-        assert!(row < self.rows(), "row {row} out of {} rows", self.rows());
-        assert_eq!(out.len(), self.cols());
-        match (self.data, &self.geom) {
-            (WeightSlice::Quant(q), Geometry::Blocked(g)) => {
-                for (b, dst) in out.chunks_exact_mut(g.block_elems()).enumerate() {
-                    g.dequantize_at(q.quants, q.scales, row, b, dst);
-                }
-            }
-            (data, Geometry::Tiled(g)) => {
-                let chunk = g.chunk;
-                for (k, dst) in out.chunks_mut(chunk).enumerate() {
-                    let start = g.index(row, k * chunk);
-                    match data {
-                        WeightSlice::F32(s) => dst.copy_from_slice(&s[start..start + dst.len()]),
-                        WeightSlice::F16(s) => {
-                            s[start..start + dst.len()].convert_to_f32_slice(dst)
-                        }
-                        WeightSlice::Quant(_) => unreachable!(),
-                    }
-                }
-            }
-            (_, Geometry::Blocked(_)) => unreachable!("float data has a tile geometry"),
+        match self {
+            Self::Float(m) => m.row_into(row, out),
+            Self::Quant(m) => m.row_into(row, out),
         }
     }
 }

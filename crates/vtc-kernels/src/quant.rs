@@ -50,7 +50,7 @@ use half::f16;
 use tvl_format::BlockGeometry;
 use tvl_format::quant::{BLOCK, BlockType, k_quant, nibble, q5};
 
-use crate::{Geometry, Matrix, QuantSlice, WeightSlice};
+use crate::{Matrix, QuantSlice};
 
 /// An activation vector quantized to int8 in blocks of 32, with per-block scale `d`,
 /// integer sum and `s = d * sum`: the input of
@@ -243,12 +243,13 @@ pub(crate) struct QuantArgs<'a> {
 /// Check the shapes of `y = W x` for a quantized `W` (panics on a caller bug, as every
 /// `Backend` method does).
 pub(crate) fn check<'a>(w: &Matrix<'a>, x: &Q8Vec, y: &[f32]) -> QuantArgs<'a> {
-    let (WeightSlice::Quant(q), Geometry::Blocked(g)) = (w.data(), *w.geometry()) else {
+    let Matrix::Quant(m) = w else {
         panic!(
             "matvec_q8 needs a block-quantized matrix, got {}",
             w.dtype()
         );
     };
+    let (q, g) = (m.data(), *m.geometry());
     assert_eq!(x.len(), g.cols, "matvec_q8: x length");
     assert_eq!(y.len(), g.rows, "matvec_q8: y length");
     QuantArgs { q, g }
@@ -258,12 +259,13 @@ pub(crate) fn check<'a>(w: &Matrix<'a>, x: &Q8Vec, y: &[f32]) -> QuantArgs<'a> {
 /// tiled batch kernels, which only x86-64 has so far).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn check_batch<'a>(w: &Matrix<'a>, x: &[Q8Vec], y: &[f32]) -> QuantArgs<'a> {
-    let (WeightSlice::Quant(q), Geometry::Blocked(g)) = (w.data(), *w.geometry()) else {
+    let Matrix::Quant(m) = w else {
         panic!(
             "matmul_q8 needs a block-quantized matrix, got {}",
             w.dtype()
         );
     };
+    let (q, g) = (m.data(), *m.geometry());
     assert!(x.iter().all(|xt| xt.len() == g.cols), "matmul_q8: x length");
     assert_eq!(y.len(), x.len() * g.rows, "matmul_q8: y length");
     QuantArgs { q, g }

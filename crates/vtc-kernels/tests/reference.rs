@@ -45,8 +45,8 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tvl_format::DType;
 use vtc_kernels::{
-    Backend, Geometry, KNOWN_BACKENDS, KernelError, LANES, Matrix, RopeStyle, Scalar, WeightSlice,
-    by_name, select,
+    Backend, KNOWN_BACKENDS, KernelError, LANES, Matrix, RopeStyle, Scalar, WeightSlice, by_name,
+    select,
 };
 
 /// Lengths every kernel is tried at: empty, tiny, around the 8-lane and the f32/f16
@@ -258,9 +258,10 @@ fn check_partitions(b: &dyn Backend, t: &Tiled, x: &[f32]) -> Result<(), String>
             while first < n_tiles {
                 let sub = m.tiles(first, per);
                 let r0 = first * t.tile_rows;
-                let Geometry::Tiled(sg) = *sub.geometry() else {
+                let Matrix::Float(sf) = sub else {
                     return Err("float sub-matrix lost its tile geometry".into());
                 };
+                let sg = *sf.geometry();
                 let elems = sub.data().nbytes() / sub.dtype().size();
                 if sub.cols() != t.cols || elems != sg.total_elems().unwrap() {
                     return Err(format!(
@@ -363,9 +364,10 @@ fn matrix_tiles_clip_to_the_matrix() {
     let mut rng = Rng(4);
     let t = Tiled::new(10, 40, 4, DType::F32, &mut rng, Dist::Unit);
     let m = t.matrix();
-    let Geometry::Tiled(g) = *m.geometry() else {
+    let Matrix::Float(f) = m else {
         panic!("a float matrix has a tile geometry");
     };
+    let g = *f.geometry();
     assert_eq!((g.n_tiles(), m.n_tiles()), (3, 3));
     assert_eq!(m.tiles(0, 3).rows(), 10);
     assert_eq!(m.tiles(0, usize::MAX).rows(), 10);

@@ -15,7 +15,7 @@ use half::f16;
 use tvl_format::TileGeometry;
 
 use super::{MAX_LANES, PARTIALS, Simd};
-use crate::{Geometry, Matrix, RopeStyle, WeightSlice};
+use crate::{FloatSlice, Matrix, RopeStyle};
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -258,15 +258,15 @@ fn tiled<'a, W: Weight>(data: &'a [W], g: &TileGeometry) -> &'a [W] {
 /// `y = W x` over the row-tiled layout.
 #[inline(always)]
 pub(crate) fn matvec<S: Simd, const ACC: usize>(s: S, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) {
-    let Geometry::Tiled(g) = *w.geometry() else {
+    let Matrix::Float(m) = w else {
         panic!("matvec of a block-quantized matrix: use matvec_q8");
     };
+    let g = *m.geometry();
     assert_eq!(x.len(), g.cols, "matvec: x length");
     assert_eq!(y.len(), g.rows, "matvec: y length");
-    match w.data() {
-        WeightSlice::F32(d) => matvec_typed::<S, f32, ACC>(s, tiled(d, &g), &g, x, y),
-        WeightSlice::F16(d) => matvec_typed::<S, f16, ACC>(s, tiled(d, &g), &g, x, y),
-        WeightSlice::Quant(_) => unreachable!("quantized data has a block geometry"),
+    match m.data() {
+        FloatSlice::F32(d) => matvec_typed::<S, f32, ACC>(s, tiled(d, &g), &g, x, y),
+        FloatSlice::F16(d) => matvec_typed::<S, f16, ACC>(s, tiled(d, &g), &g, x, y),
     }
 }
 
@@ -312,17 +312,17 @@ fn matvec_typed<S: Simd, W: Weight, const ACC: usize>(
 /// `x`: row `t` of `y` is bit for bit [`matvec`] of row `t` of `x`.
 #[inline(always)]
 pub(crate) fn matmul<S: Simd, const ACC: usize>(s: S, w: &Matrix<'_>, x: &[f32], y: &mut [f32]) {
-    let Geometry::Tiled(g) = *w.geometry() else {
+    let Matrix::Float(m) = w else {
         panic!("matmul of a block-quantized matrix: use matmul_q8");
     };
+    let g = *m.geometry();
     let n = crate::batch_len(w, x.len(), y.len(), "matmul");
     if n == 0 || g.rows == 0 {
         return;
     }
-    match w.data() {
-        WeightSlice::F32(d) => matmul_typed::<S, f32, ACC>(s, tiled(d, &g), &g, n, x, y),
-        WeightSlice::F16(d) => matmul_typed::<S, f16, ACC>(s, tiled(d, &g), &g, n, x, y),
-        WeightSlice::Quant(_) => unreachable!("quantized data has a block geometry"),
+    match m.data() {
+        FloatSlice::F32(d) => matmul_typed::<S, f32, ACC>(s, tiled(d, &g), &g, n, x, y),
+        FloatSlice::F16(d) => matmul_typed::<S, f16, ACC>(s, tiled(d, &g), &g, n, x, y),
     }
 }
 
