@@ -33,6 +33,13 @@ fn key(left: u32, right: u32) -> u64 {
 }
 
 impl MergeTable {
+    /// An empty table with room for `pairs` pairs.
+    pub(crate) fn with_capacity(pairs: usize) -> Self {
+        let mut map = FastMap::default();
+        map.reserve(pairs);
+        Self { map }
+    }
+
     /// Add a pair; if the pair is already present the earlier (lower) priority stays.
     pub(crate) fn insert(&mut self, left: u32, right: u32, priority: u32, merged: u32) {
         let e = self

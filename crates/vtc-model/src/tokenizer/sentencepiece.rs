@@ -129,21 +129,30 @@ impl SpModel {
             priority[id as usize] = rank;
         }
 
-        // Every split of a token into two tokens is a merge.
-        let mut merges = MergeTable::default();
-        for (&s, &id) in &by_string {
+        // Every split of a token into two tokens is a merge. The tokens are read in id
+        // order (their strings lie in memory in that order); a string held by several
+        // ids counts once, under the first.
+        let mut pairs = Vec::new();
+        for (i, s) in tokens.iter().enumerate() {
             let Ok(text) = std::str::from_utf8(s) else {
                 continue;
             };
+            if text.len() < 2 || by_string.get(s.as_slice()) != Some(&(i as u32)) {
+                continue;
+            }
             for (at, _) in text.char_indices().skip(1) {
                 // The right part is looked up only when the left one is a token.
                 let Some(&l) = by_string.get(&s[..at]) else {
                     continue;
                 };
                 if let Some(&r) = by_string.get(&s[at..]) {
-                    merges.insert(l, r, priority[id as usize], id);
+                    pairs.push((l, r, i as u32));
                 }
             }
+        }
+        let mut merges = MergeTable::with_capacity(pairs.len());
+        for (l, r, id) in pairs {
+            merges.insert(l, r, priority[id as usize], id);
         }
         Self {
             chars,
