@@ -26,18 +26,6 @@ fn data(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Every backend this CPU runs, then the detected one on a 2-thread pool.
-fn backends() -> Vec<Box<dyn Backend>> {
-    let mut all: Vec<Box<dyn Backend>> = vtc_kernels::available()
-        .into_iter()
-        .map(|b| Box::new(b) as Box<dyn Backend>)
-        .collect();
-    all.push(Box::new(
-        vtc_kernels::Threaded::new(vtc_kernels::detect(), 2).unwrap(),
-    ));
-    all
-}
-
 /// One case of a `*-llamacpp.json` file: the fed tokens and llama.cpp's logits after
 /// each.
 struct Case {
@@ -57,18 +45,7 @@ fn cases(file: &str) -> Vec<Case> {
         .unwrap()
         .iter()
         .map(|c| {
-            let logits: Vec<Vec<f64>> = c["logits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|row| {
-                    row.as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|v| v.as_f64().unwrap())
-                        .collect()
-                })
-                .collect();
+            let logits = common::f64_rows(&c["logits"]);
             let tokens = common::ids(&c["tokens"]);
             assert_eq!(tokens.len(), logits.len());
             Case {
@@ -126,7 +103,7 @@ fn check(gguf: &str, reference: &str, arch: Arch, flags: u32) {
     let vocab = model.config().vocab_size;
     for case in cases(reference) {
         let mut first: Option<Vec<f32>> = None;
-        for be in backends() {
+        for be in common::backends_and_pool() {
             for (how, got) in [
                 ("decode", decode(&model, &*be, &case.tokens)),
                 ("batched", batched(&model, &*be, &case.tokens)),

@@ -11,18 +11,6 @@ use vtc_import::convert::OutDType;
 use vtc_kernels::Backend;
 use vtc_model::{GenerateOptions, Model, SamplerConfig, Session, argmax};
 
-/// Every backend this CPU runs, then the detected one on a 2-thread pool.
-fn backends() -> Vec<Box<dyn Backend>> {
-    let mut all: Vec<Box<dyn Backend>> = vtc_kernels::available()
-        .into_iter()
-        .map(|b| Box::new(b) as Box<dyn Backend>)
-        .collect();
-    all.push(Box::new(
-        vtc_kernels::Threaded::new(vtc_kernels::detect(), 2).unwrap(),
-    ));
-    all
-}
-
 /// 24 greedy tokens after each prompt.
 fn greedy(model: &Model<'_>, be: &dyn Backend, prompts: &[Vec<u32>]) -> Vec<Vec<u32>> {
     prompts
@@ -60,7 +48,7 @@ fn check(dtype: OutDType) {
             .encode_prompt("Photosynthesis is the process")
             .unwrap(),
     );
-    for be in backends() {
+    for be in common::backends_and_pool() {
         let be = be.as_ref();
         let (mut agree, mut total, mut worst) = (0usize, 0usize, 0.0f64);
         let mut bits = Vec::new();

@@ -91,14 +91,12 @@ pub fn smollm2(dtype: OutDType) -> PathBuf {
 /// `logits_neox`).
 pub fn reference(key: &str) -> (Vec<u32>, Vec<Vec<f64>>) {
     let j = read_json(golden_dir().join("synthetic-gqa/logits.json"));
-    let tokens = j["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
-    let logits = j[key]
-        .as_array()
+    (ids(&j["tokens"]), f64_rows(&j[key]))
+}
+
+/// A JSON array of arrays of numbers.
+pub fn f64_rows(v: &serde_json::Value) -> Vec<Vec<f64>> {
+    v.as_array()
         .unwrap()
         .iter()
         .map(|row| {
@@ -108,8 +106,19 @@ pub fn reference(key: &str) -> (Vec<u32>, Vec<Vec<f64>>) {
                 .map(|v| v.as_f64().unwrap())
                 .collect()
         })
+        .collect()
+}
+
+/// Every backend this CPU runs, then the detected one on a 2-thread pool.
+pub fn backends_and_pool() -> Vec<Box<dyn Backend>> {
+    let mut all: Vec<Box<dyn Backend>> = vtc_kernels::available()
+        .into_iter()
+        .map(|b| Box::new(b) as Box<dyn Backend>)
         .collect();
-    (tokens, logits)
+    all.push(Box::new(
+        vtc_kernels::Threaded::new(vtc_kernels::detect(), 2).unwrap(),
+    ));
+    all
 }
 
 /// Largest |logit - reference| over every position of `tokens` run through `model`.
