@@ -129,27 +129,14 @@ impl<'a> FloatMatrix<'a> {
         cols: usize,
         tile_rows: usize,
     ) -> Result<Self, KernelError> {
-        let bad = KernelError::Geometry {
+        let shape = Shape {
             rows,
             cols,
             tile_rows,
         };
-        let geom = TileGeometry::new(rows, cols, tile_rows, data.dtype()).ok_or(bad)?;
-        let want = geom.total_elems().ok_or(KernelError::Geometry {
-            rows,
-            cols,
-            tile_rows,
-        })?;
-        let got = data.len();
-        if got != want {
-            return Err(KernelError::MatrixSize {
-                rows,
-                cols,
-                tile_rows,
-                want,
-                got,
-            });
-        }
+        let geom = TileGeometry::new(rows, cols, tile_rows, data.dtype()).ok_or(shape.bad())?;
+        let want = geom.total_elems().ok_or(shape.bad())?;
+        shape.check_size(want, data.len())?;
         Ok(Self { data, geom })
     }
 
@@ -205,36 +192,21 @@ impl<'a> QuantMatrix<'a> {
         cols: usize,
         tile_rows: usize,
     ) -> Result<Self, KernelError> {
-        let bad = KernelError::Geometry {
+        let shape = Shape {
             rows,
             cols,
             tile_rows,
         };
-        let geom = BlockGeometry::new(rows, cols, tile_rows, data.dtype).ok_or(bad)?;
+        let geom = BlockGeometry::new(rows, cols, tile_rows, data.dtype).ok_or(shape.bad())?;
         let sizes = geom.quant_bytes().zip(geom.scales_len());
-        let Some((qb, ns)) = sizes else {
-            return Err(KernelError::Geometry {
-                rows,
-                cols,
-                tile_rows,
-            });
-        };
+        let (qb, ns) = sizes.ok_or(shape.bad())?;
         // Count both regions in bytes: a mismatch in either is reported.
-        let want = qb + 2 * ns;
         let got = if data.quants.len() == qb {
             data.quants.len() + 2 * data.scales.len()
         } else {
             data.quants.len()
         };
-        if got != want {
-            return Err(KernelError::MatrixSize {
-                rows,
-                cols,
-                tile_rows,
-                want,
-                got,
-            });
-        }
+        shape.check_size(qb + 2 * ns, got)?;
         Ok(Self { data, geom })
     }
 
@@ -377,5 +349,38 @@ impl<'a> Matrix<'a> {
             Self::Float(m) => m.row_into(row, out),
             Self::Quant(m) => m.row_into(row, out),
         }
+    }
+}
+
+/// The shape a matrix constructor was given, and its two errors.
+#[derive(Clone, Copy)]
+struct Shape {
+    rows: usize,
+    cols: usize,
+    tile_rows: usize,
+}
+
+impl Shape {
+    /// No geometry of this shape (or its size overflows).
+    fn bad(self) -> KernelError {
+        KernelError::Geometry {
+            rows: self.rows,
+            cols: self.cols,
+            tile_rows: self.tile_rows,
+        }
+    }
+
+    /// The data holds `got` units where the geometry needs `want`.
+    fn check_size(self, want: usize, got: usize) -> Result<(), KernelError> {
+        if got == want {
+            return Ok(());
+        }
+        Err(KernelError::MatrixSize {
+            rows: self.rows,
+            cols: self.cols,
+            tile_rows: self.tile_rows,
+            want,
+            got,
+        })
     }
 }
