@@ -573,11 +573,12 @@ pub fn model_config(g: &GgufFile) -> Result<ModelConfig, ImportError> {
         });
     }
     let tokens = tokens(g)?;
-    let vocab_from = match key_u32(g, &key("vocab_size"))? {
+    let vocab_key = key_u32(g, &key("vocab_size"))?;
+    let vocab_from = match vocab_key {
         Some(_) => key("vocab_size"),
         None => "the vocabulary size (tokenizer.ggml.tokens, or token_embd.weight's rows)".into(),
     };
-    let vocab_size = match key_u32(g, &key("vocab_size"))? {
+    let vocab_size = match vocab_key {
         Some(v) => v,
         None => match (tokens, g.tensor("token_embd.weight")) {
             (Some(t), _) => u32::try_from(t.len())
