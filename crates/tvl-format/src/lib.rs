@@ -90,6 +90,7 @@ impl DType {
     }
 
     /// The block type of a block-quantized dtype (`None` for the others).
+    #[inline]
     pub fn block_type(self) -> Option<BlockType> {
         Some(match self {
             Self::F32 | Self::F16 | Self::U8 | Self::U32 => return None,
@@ -105,21 +106,25 @@ impl DType {
     }
 
     /// Whether this is a block-quantized type: only in the `BlockTiled` layout.
+    #[inline]
     pub fn is_quantized(self) -> bool {
         self.block_type().is_some()
     }
 
     /// Elements of one block (32, or 256 for the K types; 0 for other types).
+    #[inline]
     pub fn block_elems(self) -> usize {
         self.block_type().map_or(0, BlockType::elems)
     }
 
     /// Quant bytes of one block, f16 fields excluded (0 for other types).
+    #[inline]
     pub fn block_bytes(self) -> usize {
         self.block_type().map_or(0, BlockType::quant_bytes)
     }
 
     /// f16 scale fields per block: 1 (`d`) or 2 (`d`, `m` or `dmin`); 0 for other types.
+    #[inline]
     pub fn scale_fields(self) -> usize {
         self.block_type().map_or(0, BlockType::fields)
     }

@@ -88,6 +88,7 @@ impl BlockType {
     }
 
     /// Elements per block: 32, or 256 for the K types.
+    #[inline]
     pub fn elems(self) -> usize {
         match self {
             Self::Q8_0 | Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 => BLOCK,
@@ -96,6 +97,7 @@ impl BlockType {
     }
 
     /// Quant bytes per block (the f16 fields excluded).
+    #[inline]
     pub fn quant_bytes(self) -> usize {
         match self {
             Self::Q8_0 => 32,
@@ -108,6 +110,7 @@ impl BlockType {
     }
 
     /// f16 fields per block: 1 (`d`) or 2 (`d` and `m`, or `d` and `dmin`).
+    #[inline]
     pub fn fields(self) -> usize {
         match self {
             Self::Q8_0 | Self::Q4_0 | Self::Q5_0 | Self::Q6_K => 1,
@@ -835,6 +838,7 @@ impl BlockGeometry {
     }
 
     /// The block type.
+    #[inline]
     pub fn kind(&self) -> BlockType {
         self.dtype
             .block_type()
@@ -842,41 +846,49 @@ impl BlockGeometry {
     }
 
     /// Elements per block: 32, or 256 for the K types.
+    #[inline]
     pub fn block_elems(&self) -> usize {
         self.dtype.block_elems()
     }
 
     /// Blocks per row: `cols / block_elems`.
+    #[inline]
     pub fn blocks_per_row(&self) -> usize {
         self.cols / self.block_elems()
     }
 
     /// Quant bytes per block ([`BlockType::quant_bytes`]).
+    #[inline]
     pub fn block_bytes(&self) -> usize {
         self.dtype.block_bytes()
     }
 
     /// f16 fields per block: 1 (`d`) or 2 (`d`, then `m` or `dmin`).
+    #[inline]
     pub fn fields(&self) -> usize {
         self.dtype.scale_fields()
     }
 
     /// Number of row tiles: ceil(rows / tile_rows).
+    #[inline]
     pub fn n_tiles(&self) -> usize {
         self.rows.div_ceil(self.tile_rows)
     }
 
     /// Quant bytes of one tile.
+    #[inline]
     pub fn tile_quant_bytes(&self) -> usize {
         self.tile_rows * self.blocks_per_row() * self.block_bytes()
     }
 
     /// f16 scale values of one tile.
+    #[inline]
     pub fn tile_scales(&self) -> usize {
         self.tile_rows * self.blocks_per_row() * self.fields()
     }
 
     /// Bytes of the quant region (tiles only, before the alignment padding).
+    #[inline]
     pub fn quant_bytes(&self) -> Option<usize> {
         self.n_tiles()
             .checked_mul(self.tile_rows)?

@@ -360,17 +360,24 @@ unsafe fn matvec8<D: Dot, K: Kind>(a: &QuantArgs<'_>, x: &Q8Vec, y: &mut [f32]) 
     let xs = core::slice::from_ref(x);
     // SAFETY: AVX2 (caller); `x` has `g.cols` elements (`quant::check`).
     let wide = unsafe { widen::<D, K>(xs, g.cols) };
+    let (tq, ts) = (g.tile_quant_bytes(), g.tile_scales());
     for (t, yt) in y.chunks_mut(R).enumerate() {
         // SAFETY: tile `t < n_tiles` (y has rows <= n_tiles * 8 entries) lies inside
         // the quant and scale slices (`Matrix::new` checked their lengths); `x` has
-        // `g.cols` elements (`quant::check`). Features: the caller's contract.
+        // `g.cols` elements (`quant::check`); a full `yt` holds the 8 floats stored.
+        // Features: the caller's contract.
         unsafe {
-            let qt = q.quants.as_ptr().add(t * g.tile_quant_bytes());
-            let st = q.scales.as_ptr().add(t * g.tile_scales()).cast::<u16>();
+            let qt = q.quants.as_ptr().add(t * tq);
+            let st = q.scales.as_ptr().add(t * ts).cast::<u16>();
             let [acc] = tile_batch::<D, K, 1>(g, qt, st, xs, wide.as_ptr());
-            let mut out = [0.0f32; R];
-            _mm256_storeu_ps(out.as_mut_ptr(), acc);
-            yt.copy_from_slice(&out[..yt.len()]);
+            if yt.len() == R {
+                _mm256_storeu_ps(yt.as_mut_ptr(), acc);
+            } else {
+                // The last tile of a matrix whose rows are not a multiple of 8.
+                let mut out = [0.0f32; R];
+                _mm256_storeu_ps(out.as_mut_ptr(), acc);
+                yt.copy_from_slice(&out[..yt.len()]);
+            }
         }
     }
     give_back(wide);
@@ -732,14 +739,15 @@ unsafe fn matmul8<D: Dot, K: Kind>(a: &QuantArgs<'_>, xs: &[Q8Vec], y: &mut [f32
     let m = g.rows;
     // SAFETY: AVX2 (caller); every input has `g.cols` elements (`check_batch`).
     let wide = unsafe { widen::<D, K>(xs, g.cols) };
+    let (tq, ts) = (g.tile_quant_bytes(), g.tile_scales());
     for t in 0..g.n_tiles() {
         let here = R.min(m - t * R);
         // SAFETY: tile `t < n_tiles` lies inside the quant and scale slices
         // (`Matrix::new` checked their lengths); `xs` was checked by the caller.
         let (qt, st) = unsafe {
             (
-                q.quants.as_ptr().add(t * g.tile_quant_bytes()),
-                q.scales.as_ptr().add(t * g.tile_scales()).cast::<u16>(),
+                q.quants.as_ptr().add(t * tq),
+                q.scales.as_ptr().add(t * ts).cast::<u16>(),
             )
         };
         let mut i = 0;
