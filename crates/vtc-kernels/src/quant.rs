@@ -183,20 +183,20 @@ kinds!(
     KQ6_K => Q6_K,
 );
 
-/// `$kernel::<$dot, K>($args)` with `K` the [`Kind`] of the block type `$kind`: the
-/// one mapping from a matrix's block type to the kernels' type parameter (exhaustive:
-/// no block type goes down another type's path).
+/// `$kernel::<$dot, K>($args)` (or `$kernel::<$dot, K, $width>`) with `K` the [`Kind`]
+/// of the block type `$kind`: the one mapping from a matrix's block type to the
+/// kernels' type parameter (exhaustive: no block type goes down another type's path).
 macro_rules! by_kind {
-    ($kind:expr, $kernel:ident::<$dot:ty>($($args:expr),* $(,)?)) => {
+    ($kind:expr, $kernel:ident::<$dot:ty $(, $width:ty)?>($($args:expr),* $(,)?)) => {
         match $kind {
-            BlockType::Q8_0 => $kernel::<$dot, $crate::quant::KQ8_0>($($args),*),
-            BlockType::Q4_0 => $kernel::<$dot, $crate::quant::KQ4_0>($($args),*),
-            BlockType::Q4_1 => $kernel::<$dot, $crate::quant::KQ4_1>($($args),*),
-            BlockType::Q5_0 => $kernel::<$dot, $crate::quant::KQ5_0>($($args),*),
-            BlockType::Q5_1 => $kernel::<$dot, $crate::quant::KQ5_1>($($args),*),
-            BlockType::Q4_K => $kernel::<$dot, $crate::quant::KQ4_K>($($args),*),
-            BlockType::Q5_K => $kernel::<$dot, $crate::quant::KQ5_K>($($args),*),
-            BlockType::Q6_K => $kernel::<$dot, $crate::quant::KQ6_K>($($args),*),
+            BlockType::Q8_0 => $kernel::<$dot, $crate::quant::KQ8_0 $(, $width)?>($($args),*),
+            BlockType::Q4_0 => $kernel::<$dot, $crate::quant::KQ4_0 $(, $width)?>($($args),*),
+            BlockType::Q4_1 => $kernel::<$dot, $crate::quant::KQ4_1 $(, $width)?>($($args),*),
+            BlockType::Q5_0 => $kernel::<$dot, $crate::quant::KQ5_0 $(, $width)?>($($args),*),
+            BlockType::Q5_1 => $kernel::<$dot, $crate::quant::KQ5_1 $(, $width)?>($($args),*),
+            BlockType::Q4_K => $kernel::<$dot, $crate::quant::KQ4_K $(, $width)?>($($args),*),
+            BlockType::Q5_K => $kernel::<$dot, $crate::quant::KQ5_K $(, $width)?>($($args),*),
+            BlockType::Q6_K => $kernel::<$dot, $crate::quant::KQ6_K $(, $width)?>($($args),*),
         }
     };
 }
